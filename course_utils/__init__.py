@@ -1,0 +1,59 @@
+"""course_utils: the code behind the course *Generative AI with Large Language Models*.
+
+One module per concept, mirroring the chapters:
+
+========================  ==============================================
+module                    what it holds
+========================  ==============================================
+``device``                device choice, autocast dtype, seeding
+``attention``             scaled dot-product and multi-head attention
+``transformer``           encoder-only, decoder-only and encoder-decoder
+``training``              one training loop for all three models
+``tokenization``          character, word and byte-level BPE tokenizers
+``data``                  offline corpora, batching and collators
+``sampling``              temperature, top-k and top-p
+``memory``                GPU memory for inference and training
+``quantization``          number formats and int8 quantization
+``plotting``              the figures of the book
+========================  ==============================================
+
+Submodules are imported lazily (``course_utils.attention`` is loaded on first
+use), so ``import course_utils`` is instant and pulls in neither torch nor
+transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_SUBMODULES = {
+    "attention",
+    "data",
+    "device",
+    "memory",
+    "plotting",
+    "pretrained",
+    "quantization",
+    "rnn",
+    "sampling",
+    "tokenization",
+    "training",
+    "transformer",
+}
+
+__all__ = sorted(_SUBMODULES) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
