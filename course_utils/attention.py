@@ -1,0 +1,296 @@
+"""Attention: the operation at the heart of the transformer.
+
+Follows "Attention Is All You Need" (Vaswani et al., 2017), section 3.2:
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V
+
+:func:`scaled_dot_product_attention` writes that formula out and returns the
+attention weights too, so they can be plotted. :class:`MultiHeadAttention`
+uses PyTorch's fused ``torch.nn.functional.scaled_dot_product_attention``
+(flash / memory-efficient kernels where available) unless the weights are
+asked for, in which case it runs the explicit version. The tests check that
+both paths agree, and that this module agrees with ``torch.nn.MultiheadAttention``.
+
+Mask convention (the same as PyTorch's SDPA): a boolean mask where ``True``
+means "this query may attend to this key". Note that ``nn.MultiheadAttention``
+uses the opposite convention (``True`` = blocked).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    "scaled_dot_product_attention",
+    "causal_mask",
+    "padding_mask",
+    "make_attention_mask",
+    "KVCache",
+    "MultiHeadAttention",
+]
+
+
+def _check_mask(mask: torch.Tensor, name: str = "mask") -> None:
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of dtype torch.bool, got {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise ValueError(f"{name} must have dtype torch.bool (True = may attend), got {mask.dtype}")
+
+
+def scaled_dot_product_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention written out, step by step.
+
+    Args:
+        q: queries ``(..., T_q, d)``.
+        k: keys ``(..., T_k, d)``.
+        v: values ``(..., T_k, d_v)``.
+        mask: optional boolean mask broadcastable to ``(..., T_q, T_k)``;
+            ``True`` where the query may attend to the key.
+        dropout_p: dropout on the attention weights (use 0 at evaluation).
+        scale: multiplier of the scores, default ``1 / sqrt(d)``.
+
+    Returns:
+        ``(output, weights)``: output ``(..., T_q, d_v)`` and the attention
+        weights ``(..., T_q, T_k)``, each row summing to 1.
+
+    Example: with one query equal to the second of two keys, most weight goes
+    to the second key.
+    """
+    if q.dim() < 2 or k.dim() < 2 or v.dim() < 2:
+        raise ValueError(
+            f"q, k and v must have at least 2 dims (..., T, d); got shapes {tuple(q.shape)}, "
+            f"{tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k must share the last dim d; got q {tuple(q.shape)} and k {tuple(k.shape)}")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"k and v must have the same length T_k; got k {tuple(k.shape)} and v {tuple(v.shape)}")
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = (q @ k.transpose(-2, -1)) * scale  # (..., T_q, T_k)
+    if mask is not None:
+        _check_mask(mask)
+        try:
+            torch.broadcast_shapes(mask.shape, scores.shape)
+        except RuntimeError as err:
+            raise ValueError(
+                f"mask of shape {tuple(mask.shape)} does not broadcast to the scores' shape {tuple(scores.shape)}"
+            ) from err
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)  # (..., T_q, T_k)
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    return weights @ v, weights  # (..., T_q, d_v), (..., T_q, T_k)
+
+
+def causal_mask(t_q: int, t_k: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+    """Boolean ``(t_q, t_k)`` mask letting query ``i`` see keys ``0 .. i + (t_k - t_q)``.
+
+    The queries are the *last* ``t_q`` positions of a sequence of ``t_k``
+    (bottom-right alignment), which is what decoding with a key/value cache needs.
+
+    Example: ``causal_mask(3)`` is lower-triangular:
+    ``[[T, F, F], [T, T, F], [T, T, T]]``.
+    """
+    t_k = t_q if t_k is None else t_k
+    if t_q < 1 or t_k < t_q:
+        raise ValueError(f"need 1 <= t_q <= t_k, got t_q={t_q}, t_k={t_k}")
+    return torch.ones(t_q, t_k, dtype=torch.bool, device=device).tril(diagonal=t_k - t_q)
+
+
+def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Turn a Hugging Face-style ``(B, T)`` attention mask (1 = real token,
+    0 = padding) into a boolean ``(B, 1, 1, T)`` key mask for attention.
+
+    Example: ``padding_mask(torch.tensor([[1, 1, 0]]))[0, 0, 0]`` -> ``[True, True, False]``.
+    """
+    if not isinstance(attention_mask, torch.Tensor):
+        raise TypeError(f"attention_mask must be a torch.Tensor, got {type(attention_mask).__name__}")
+    if attention_mask.dim() != 2:
+        raise ValueError(f"attention_mask must have shape (B, T), got {tuple(attention_mask.shape)}")
+    if attention_mask.is_floating_point():
+        raise ValueError(f"attention_mask must be bool or integer 0/1, got {attention_mask.dtype}")
+    if attention_mask.dtype != torch.bool and not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+        raise ValueError("attention_mask must contain only 0 (padding) and 1 (real token)")
+    return attention_mask.bool()[:, None, None, :]
+
+
+def make_attention_mask(
+    t_q: int,
+    t_k: int,
+    causal: bool,
+    attention_mask: torch.Tensor | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor | None:
+    """Combine a causal mask and a key padding mask into one boolean mask.
+
+    Returns ``None`` when nothing is masked (the fast path), else a mask of
+    shape ``(B or 1, 1, t_q, t_k)``. Each query may always attend to its own
+    position, so a query that sits on padding never has an empty row (that
+    would make softmax return NaN); its output is ignored anyway.
+    """
+    mask = None
+    if causal and t_q > 1:
+        mask = causal_mask(t_q, t_k, device=device)[None, None]  # (1, 1, t_q, t_k)
+    if attention_mask is not None:
+        if attention_mask.shape[-1] != t_k:
+            raise ValueError(
+                f"attention_mask must cover all {t_k} key positions, got shape {tuple(attention_mask.shape)}"
+            )
+        keys = padding_mask(attention_mask).to(device)  # (B, 1, 1, t_k)
+        if bool(keys.all()):
+            return mask
+        mask = keys if mask is None else mask & keys
+        own = torch.zeros(t_q, t_k, dtype=torch.bool, device=device)
+        own[torch.arange(t_q), torch.arange(t_k - t_q, t_k)] = True
+        mask = mask | own  # (B, 1, t_q, t_k)
+    return mask
+
+
+class KVCache:
+    """Keys and values of the tokens seen so far, for one attention layer.
+
+    Preallocated to ``max_len`` positions so decoding never copies the past:
+    each step writes its new keys and values in place and reads a view.
+    Shapes: ``k, v`` are ``(B, n_head, max_len, head_dim)``; ``length`` counts
+    the filled positions.
+    """
+
+    def __init__(self, batch_size: int, n_head: int, max_len: int, head_dim: int,
+                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> None:
+        self.k = torch.empty(batch_size, n_head, max_len, head_dim, device=device, dtype=dtype)
+        self.v = torch.empty_like(self.k)
+        self.length = 0
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[2]
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store ``k, v`` of shape ``(B, n_head, T_new, head_dim)`` and return all
+        keys and values so far, ``(B, n_head, length, head_dim)``."""
+        t_new = k.shape[2]
+        if self.length + t_new > self.max_len:
+            raise ValueError(
+                f"KV cache holds {self.max_len} positions; {self.length} are used and {t_new} more were given"
+            )
+        self.k[:, :, self.length:self.length + t_new] = k
+        self.v[:, :, self.length:self.length + t_new] = v
+        self.length += t_new
+        return self.k[:, :, :self.length], self.v[:, :, :self.length]
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention, for self-attention or cross-attention.
+
+    Self-attention projects queries, keys and values from ``x`` with one fused
+    ``(C, 3C)`` matmul (``c_attn``). Cross-attention (``cross=True``) projects
+    queries from ``x`` (``q_proj``) and keys and values from the encoder's
+    output ``context`` (``kv_proj``). Heads are split with a reshape, never a
+    Python loop: ``(B, T, C) -> (B, n_head, T, head_dim)``.
+
+    Args:
+        n_embd: model width ``C``.
+        n_head: number of heads; must divide ``n_embd``.
+        dropout: dropout on attention weights and on the output.
+        bias: whether projections have biases.
+        cross: cross-attention instead of self-attention.
+        scale: score multiplier, default ``1 / sqrt(head_dim)``.
+    """
+
+    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True,
+                 cross: bool = False, scale: float | None = None) -> None:
+        super().__init__()
+        if n_embd < 1 or n_head < 1:
+            raise ValueError(f"n_embd and n_head must be positive, got n_embd={n_embd}, n_head={n_head}")
+        if n_embd % n_head != 0:
+            raise ValueError(f"n_head must divide n_embd, got n_embd={n_embd} and n_head={n_head}")
+        self.n_embd, self.n_head, self.head_dim = n_embd, n_head, n_embd // n_head
+        self.cross = cross
+        self.dropout = dropout
+        self.scale = scale
+        if cross:
+            self.q_proj = nn.Linear(n_embd, n_embd, bias=bias)
+            self.kv_proj = nn.Linear(n_embd, 2 * n_embd, bias=bias)
+        else:
+            self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        B, T, _ = t.shape
+        return t.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        cache: KVCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attend.
+
+        Args:
+            x: ``(B, T, C)`` the queries' inputs (and keys'/values' for self-attention).
+            context: ``(B, S, C)`` encoder output, required for cross-attention.
+            mask: optional boolean ``(B or 1, 1 or n_head, T, S_total)``, True = may attend.
+            is_causal: causal self-attention without an explicit mask (the fast path);
+                only valid when queries and keys are the same positions.
+            cache: a :class:`KVCache`. Self-attention appends the new keys and
+                values and attends over everything cached; cross-attention fills it
+                from ``context`` once and reuses it afterwards.
+            need_weights: also return the attention weights (explicit path).
+
+        Returns:
+            ``(y, weights)``: ``y`` is ``(B, T, C)``; ``weights`` is
+            ``(B, n_head, T, S_total)`` or ``None``.
+        """
+        if x.dim() != 3 or x.shape[-1] != self.n_embd:
+            raise ValueError(f"x must have shape (B, T, {self.n_embd}), got {tuple(x.shape)}")
+        B, T, C = x.shape
+        if self.cross:
+            if cache is not None and cache.length > 0:
+                k, v = cache.k[:, :, :cache.length], cache.v[:, :, :cache.length]
+            else:
+                if context is None or context.dim() != 3 or context.shape[-1] != C or context.shape[0] != B:
+                    shape = None if context is None else tuple(context.shape)
+                    raise ValueError(f"cross-attention needs context of shape ({B}, S, {C}), got {shape}")
+                k, v = self.kv_proj(context).split(C, dim=2)
+                k, v = self._heads(k), self._heads(v)  # (B, nh, S, hd)
+                if cache is not None:
+                    k, v = cache.append(k, v)
+            q = self._heads(self.q_proj(x))  # (B, nh, T, hd)
+        else:
+            q, k, v = self.c_attn(x).split(C, dim=2)
+            q, k, v = self._heads(q), self._heads(k), self._heads(v)  # (B, nh, T, hd)
+            if cache is not None:
+                k, v = cache.append(k, v)  # (B, nh, T_past + T, hd)
+        if is_causal and k.shape[2] != T:
+            raise ValueError("is_causal=True needs as many keys as queries; pass an explicit mask with a cache")
+        if mask is not None:
+            _check_mask(mask)
+            if is_causal:  # fold causality into the explicit mask
+                mask, is_causal = mask & causal_mask(T, device=x.device), False
+        dropout_p = self.dropout if self.training else 0.0
+        if need_weights:
+            if is_causal:
+                mask = causal_mask(T, device=x.device)
+            y, weights = scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=dropout_p, scale=self.scale)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
+                                               is_causal=is_causal, scale=self.scale)
+            weights = None
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side again
+        return self.resid_dropout(self.c_proj(y)), weights

@@ -1,0 +1,711 @@
+"""The transformer and its three variants, built from one set of blocks.
+
+* :class:`EncoderOnlyLM`: BERT (Devlin et al., 2019). Bidirectional
+  self-attention, post-norm blocks, a masked-LM head. ``from_hf`` loads a
+  ``transformers.BertForMaskedLM``.
+* :class:`DecoderOnlyLM`: GPT-2 (Radford et al., 2019). Causal self-attention,
+  pre-norm blocks, the LM head tied to the token embedding. ``from_hf`` loads a
+  ``transformers.GPT2LMHeadModel``.
+* :class:`EncoderDecoderLM`: the original encoder-decoder of Vaswani et al.
+  (2017), trained like T5 (Raffel et al., 2020) with span corruption. It uses
+  the same pre-norm blocks as the decoder-only model plus cross-attention, and
+  learned absolute positions; T5 itself uses RMSNorm and relative position
+  biases, which this course leaves out to keep one kind of block.
+
+All three follow the Hugging Face calling convention, so a batch dict from the
+collators in :mod:`course_utils.data` can be passed as ``model(**batch)``; each
+returns ``(logits, loss)``, with ``loss=None`` when no ``labels`` are given.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention import KVCache, MultiHeadAttention, make_attention_mask
+
+__all__ = [
+    "TransformerConfig",
+    "MLP",
+    "Block",
+    "EncoderOnlyLM",
+    "DecoderOnlyLM",
+    "EncoderDecoderLM",
+]
+
+IGNORE_INDEX = -100  # label value that the loss skips (PyTorch's and Hugging Face's default)
+
+
+@dataclass
+class TransformerConfig:
+    """Sizes and options shared by the three models."""
+
+    vocab_size: int = 256  # number of token ids
+    block_size: int = 128  # context window: the most positions one forward pass sees
+    n_layer: int = 4  # blocks in the encoder, or in the decoder of a decoder-only model
+    n_decoder_layer: int | None = None  # encoder-decoder only: decoder blocks (None = n_layer)
+    n_head: int = 4  # attention heads per block; must divide n_embd
+    n_embd: int = 128  # model width C
+    n_inner: int | None = None  # MLP hidden width (None = 4 * n_embd)
+    dropout: float = 0.0  # dropout on embeddings, attention weights and residual branches
+    bias: bool = True  # biases in Linear layers and LayerNorms
+    layer_norm_eps: float = 1e-5  # GPT-2 uses 1e-5, BERT 1e-12
+    activation: str = "gelu"  # "gelu" (exact, BERT) or "gelu_tanh" (tanh approximation, GPT-2)
+    pad_token_id: int = 0  # padding id; also the decoder start token of the encoder-decoder
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name in ("n_decoder_layer", "n_inner"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be None or a positive int, got {value!r}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_head must divide n_embd, got n_embd={self.n_embd} and n_head={self.n_head}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.activation not in ("gelu", "gelu_tanh"):
+            raise ValueError(f"activation must be 'gelu' or 'gelu_tanh', got {self.activation!r}")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"pad_token_id must be in [0, vocab_size={self.vocab_size}), got {self.pad_token_id}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def inner(self) -> int:
+        return 4 * self.n_embd if self.n_inner is None else self.n_inner
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TransformerConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown TransformerConfig fields {sorted(unknown)}; expected some of {sorted(known)}")
+        return cls(**d)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network: ``(B, T, C) -> (B, T, inner) -> (B, T, C)``."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, config.inner, bias=config.bias)
+        self.act = nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
+        self.c_proj = nn.Linear(config.inner, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """One transformer block: self-attention, optional cross-attention, MLP,
+    each wrapped in a residual connection and a layer norm.
+
+    ``pre_norm=True`` (GPT-2, most modern models): ``x = x + f(ln(x))``.
+    ``pre_norm=False`` (BERT, the 2017 paper): ``x = ln(x + f(x))``.
+    """
+
+    def __init__(self, config: TransformerConfig, pre_norm: bool = True, cross: bool = False) -> None:
+        super().__init__()
+        C, eps = config.n_embd, config.layer_norm_eps
+        self.pre_norm = pre_norm
+        self.ln_1 = nn.LayerNorm(C, eps=eps, bias=config.bias)
+        self.attn = MultiHeadAttention(C, config.n_head, config.dropout, config.bias)
+        self.cross_attn = MultiHeadAttention(C, config.n_head, config.dropout, config.bias, cross=True) if cross else None
+        self.ln_cross = nn.LayerNorm(C, eps=eps, bias=config.bias) if cross else None
+        self.ln_2 = nn.LayerNorm(C, eps=eps, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        cross_cache: KVCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x``: ``(B, T, C)`` -> ``(B, T, C)``, plus self-attention weights
+        ``(B, n_head, T, T_k)`` when ``need_weights``."""
+        attn = lambda h: self.attn(h, mask=mask, is_causal=is_causal, cache=cache, need_weights=need_weights)
+        cross = lambda h: self.cross_attn(h, context=context, mask=context_mask, cache=cross_cache)[0]
+        if self.pre_norm:
+            a, weights = attn(self.ln_1(x))
+            x = x + a
+            if self.cross_attn is not None:
+                x = x + cross(self.ln_cross(x))
+            x = x + self.mlp(self.ln_2(x))
+        else:
+            a, weights = attn(x)
+            x = self.ln_1(x + a)
+            if self.cross_attn is not None:
+                x = self.ln_cross(x + cross(x))
+            x = self.ln_2(x + self.mlp(x))
+        return x, weights
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def _init_weights(model: nn.Module, n_layer: int) -> None:
+    """GPT-2 initialisation: N(0, 0.02) for matrices and embeddings, zero biases,
+    and residual output projections scaled down by 1/sqrt(2 * n_layer)."""
+    for name, p in model.named_parameters():
+        if p.dim() >= 2:
+            std = 0.02 / math.sqrt(2 * n_layer) if name.endswith("c_proj.weight") else 0.02
+            nn.init.normal_(p, mean=0.0, std=std)
+        elif name.endswith("bias"):
+            nn.init.zeros_(p)
+
+
+def _check_ids(input_ids: torch.Tensor, config: TransformerConfig, name: str = "input_ids", past: int = 0) -> None:
+    if not isinstance(input_ids, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(input_ids).__name__}")
+    if input_ids.dim() != 2:
+        raise ValueError(f"{name} must have shape (B, T), got {tuple(input_ids.shape)}")
+    if input_ids.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"{name} must be an integer tensor (torch.long), got {input_ids.dtype}")
+    T = input_ids.shape[1]
+    if T == 0:
+        raise ValueError(f"{name} must hold at least one token, got shape {tuple(input_ids.shape)}")
+    if past + T > config.block_size:
+        raise ValueError(
+            f"{name} has {past + T} positions{f' (including {past} cached)' if past else ''}, "
+            f"more than the context window block_size={config.block_size}"
+        )
+    lo, hi = int(input_ids.min()), int(input_ids.max())
+    if lo < 0 or hi >= config.vocab_size:
+        raise ValueError(f"{name} must be in [0, {config.vocab_size}), got values from {lo} to {hi}")
+
+
+def _check_labels(labels: torch.Tensor, like: torch.Tensor) -> None:
+    if labels.shape != like.shape:
+        raise ValueError(f"labels must have the shape of input_ids {tuple(like.shape)}, got {tuple(labels.shape)}")
+
+
+def _check_attention_mask(attention_mask: torch.Tensor, B: int, T: int, name: str = "attention_mask") -> None:
+    if not isinstance(attention_mask, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(attention_mask).__name__}")
+    if tuple(attention_mask.shape) != (B, T):
+        raise ValueError(f"{name} must have shape ({B}, {T}), got {tuple(attention_mask.shape)}")
+
+
+def _lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the positions whose label is not -100.
+    ``logits``: ``(B, T, V)``; ``labels``: ``(B, T)``."""
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+class _LanguageModel(nn.Module):
+    """What the three models share: parameter counts and a summary."""
+
+    config: TransformerConfig
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        """Parameters, each counted once (tied weights are shared). With
+        ``non_embedding=True`` the position embeddings are left out, as in GPT-2's paper."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= sum(m.weight.numel() for name, m in self.named_modules() if name.endswith("wpe"))
+        return n
+
+    def summary(self) -> str:
+        """A table of the model's parts and their parameter counts."""
+        rows = [("part", "shape / count", "parameters")]
+        seen: set[int] = set()
+        for name, child in self.named_children():
+            params = [p for p in child.parameters() if id(p) not in seen]
+            seen.update(id(p) for p in params)
+            n = sum(p.numel() for p in params)
+            if isinstance(child, nn.ModuleList):
+                desc = f"{len(child)} x {type(child[0]).__name__}" if len(child) else "empty"
+            elif isinstance(child, nn.Embedding):
+                desc = f"{child.num_embeddings} x {child.embedding_dim}"
+            elif isinstance(child, nn.Linear):
+                desc = f"{child.in_features} -> {child.out_features}" + (" (tied)" if n == 0 and child.bias is None else "")
+            else:
+                desc = type(child).__name__
+            rows.append((name, desc, f"{n:,}"))
+        rows.append(("total", "", f"{self.num_parameters():,}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines = [f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in self.config.to_dict().items())})"]
+        for i, r in enumerate(rows):
+            lines.append(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}")
+            if i == 0 or i == len(rows) - 2:
+                lines.append("-" * (sum(widths) + 4))
+        return "\n".join(lines)
+
+    def _new_caches(self, n: int, batch_size: int, device: torch.device) -> list[KVCache]:
+        c = self.config
+        dtype = next(self.parameters()).dtype
+        return [KVCache(batch_size, c.n_head, c.block_size, c.head_dim, device=device, dtype=dtype) for _ in range(n)]
+
+
+def _sampler(do_sample: bool, temperature: float, top_k: int | None, top_p: float | None,
+             generator: torch.Generator | None):
+    """Validate the generation settings once and return ``logits (B, V) -> ids (B,)``."""
+    if not do_sample:
+        return lambda logits: logits.argmax(dim=-1)  # greedy
+    from .sampling import sample_next
+
+    sample_next(torch.zeros(1, 2), do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p)
+    return lambda logits: sample_next(logits, do_sample=do_sample, temperature=temperature,
+                                      top_k=top_k, top_p=top_p, generator=generator)
+
+
+def _check_generate_args(max_new_tokens: int, eos_token_id: int | None, vocab_size: int) -> None:
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    if eos_token_id is not None and not 0 <= eos_token_id < vocab_size:
+        raise ValueError(f"eos_token_id must be None or in [0, {vocab_size}), got {eos_token_id}")
+
+
+# ----------------------------------------------------------------------------- decoder-only (GPT)
+
+
+class DecoderOnlyLM(_LanguageModel):
+    """A GPT-style causal language model: predicts token ``t+1`` from tokens ``0..t``."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embedding
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)  # learned position embedding
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config, pre_norm=True) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        _init_weights(self, config.n_layer)
+        self.lm_head.weight = self.wte.weight  # weight tying (Press & Wolf, 2017)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        caches: list[KVCache] | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Next-token logits.
+
+        Args:
+            input_ids: ``(B, T)`` token ids.
+            labels: ``(B, T)``, normally ``input_ids`` itself: position ``t`` is
+                scored on predicting ``labels[:, t + 1]``; -100 is skipped.
+            attention_mask: ``(B, T_past + T)``, 1 for real tokens and 0 for
+                padding (pad on the right: positions are counted from 0).
+            caches: one :class:`KVCache` per block, used by :meth:`generate`.
+            need_weights: keep each block's attention weights in
+                ``self.last_attention`` (a list of ``(B, n_head, T, T_k)``).
+
+        Returns:
+            ``(logits, loss)``: logits ``(B, T, vocab_size)``, loss a scalar or ``None``.
+        """
+        past = caches[0].length if caches else 0
+        if past == 0 or not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+            _check_ids(input_ids, self.config, past=past)
+        elif past + input_ids.shape[1] > self.config.block_size:
+            _check_ids(input_ids, self.config, past=past)
+        B, T = input_ids.shape
+        if attention_mask is not None:
+            _check_attention_mask(attention_mask, B, past + T)
+            mask, is_causal = make_attention_mask(T, past + T, True, attention_mask, input_ids.device), False
+        elif past == 0:
+            mask, is_causal = None, True  # the fused causal kernel
+        else:
+            mask, is_causal = make_attention_mask(T, past + T, True, None, input_ids.device), False
+        pos = torch.arange(past, past + T, device=input_ids.device)  # (T,)
+        x = self.drop(self.wte(input_ids) + self.wpe(pos))  # (B, T, C)
+        self.last_attention = []
+        for i, block in enumerate(self.blocks):
+            x, w = block(x, mask=mask, is_causal=is_causal, cache=caches[i] if caches else None,
+                         need_weights=need_weights)
+            if need_weights:
+                self.last_attention.append(w)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        loss = None
+        if labels is not None:
+            _check_labels(labels, input_ids)
+            loss = _lm_loss(logits[:, :-1], labels[:, 1:])  # shift: t predicts t + 1
+        return logits, loss
+
+    @torch.no_grad()
+    def attention_maps(self, input_ids: torch.Tensor) -> list[torch.Tensor]:
+        """Attention weights of every block: a list of ``n_layer`` tensors ``(B, n_head, T, T)``."""
+        self.forward(input_ids, need_weights=True)
+        return self.last_attention
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        eos_token_id: int | None = None,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Continue ``input_ids`` ``(B, T)`` by up to ``max_new_tokens`` tokens.
+
+        Greedy by default; with ``do_sample=True`` the next token is drawn after
+        temperature, top-k and top-p, in that order (see :mod:`course_utils.sampling`;
+        unlike Hugging Face, ``top_k=None`` means no top-k).
+        A sequence that produced ``eos_token_id`` is padded with ``pad_token_id``
+        afterwards; generation stops early when every sequence has finished.
+
+        The prompt must fit in the context window (``T <= block_size``).
+        Past the window the model sees only the last ``block_size`` tokens (a
+        sliding window); each step then recomputes that window without the
+        cache, so generation slows down there.
+
+        Returns ``(B, T + n)`` ids, prompt included, with ``n <= max_new_tokens``.
+        """
+        _check_ids(input_ids, self.config)
+        _check_generate_args(max_new_tokens, eos_token_id, self.config.vocab_size)
+        pick = _sampler(do_sample, temperature, top_k, top_p, generator)
+        was_training = self.training
+        self.eval()
+        B, n_ctx = input_ids.shape[0], self.config.block_size
+        caches = self._new_caches(len(self.blocks), B, input_ids.device) if use_cache else None
+        logits = self(input_ids, caches=caches)[0][:, -1]  # (B, V)
+        out = [input_ids]
+        length = input_ids.shape[1]
+        finished = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
+        for step in range(max_new_tokens):
+            next_id = pick(logits)  # (B,)
+            if eos_token_id is not None:
+                next_id = next_id.masked_fill(finished, self.config.pad_token_id)
+                finished |= next_id == eos_token_id
+            out.append(next_id[:, None])
+            length += 1
+            if step == max_new_tokens - 1 or (eos_token_id is not None and bool(finished.all())):
+                break
+            if use_cache and length <= n_ctx:
+                logits = self(next_id[:, None], caches=caches)[0][:, -1]
+            else:  # sliding window over the last n_ctx tokens
+                window = torch.cat(out, dim=1)[:, -n_ctx:]
+                logits = self(window)[0][:, -1]
+        self.train(was_training)
+        return torch.cat(out, dim=1)
+
+    @classmethod
+    def from_hf(cls, hf_model) -> "DecoderOnlyLM":
+        """Copy a ``transformers.GPT2LMHeadModel`` into a :class:`DecoderOnlyLM`.
+
+        GPT-2 stores its projections as ``Conv1D`` with weights of shape
+        ``(in, out)``; ``nn.Linear`` keeps ``(out, in)``, so they are transposed.
+        """
+        hc = hf_model.config
+        unsupported = [k for k in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn") if getattr(hc, k, False)]
+        if not getattr(hc, "scale_attn_weights", True):
+            unsupported.append("scale_attn_weights=False")
+        if unsupported:
+            raise ValueError(f"GPT-2 options not supported by DecoderOnlyLM: {unsupported}")
+        act = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}.get(hc.activation_function)
+        if act is None:
+            raise ValueError(f"activation_function must be gelu_new or gelu, got {hc.activation_function!r}")
+        config = TransformerConfig(
+            vocab_size=hc.vocab_size, block_size=hc.n_positions, n_layer=hc.n_layer, n_head=hc.n_head,
+            n_embd=hc.n_embd, n_inner=hc.n_inner, layer_norm_eps=hc.layer_norm_epsilon, activation=act,
+            pad_token_id=hc.pad_token_id if hc.pad_token_id is not None and hc.pad_token_id < hc.vocab_size else 0,
+        )
+        model = cls(config)
+        src = hf_model.transformer
+        with torch.no_grad():
+            model.wte.weight.copy_(src.wte.weight)
+            model.wpe.weight.copy_(src.wpe.weight)
+            for ours, theirs in zip(model.blocks, src.h):
+                for a, b in ((ours.ln_1, theirs.ln_1), (ours.ln_2, theirs.ln_2)):
+                    a.weight.copy_(b.weight)
+                    a.bias.copy_(b.bias)
+                for a, b in ((ours.attn.c_attn, theirs.attn.c_attn), (ours.attn.c_proj, theirs.attn.c_proj),
+                             (ours.mlp.c_fc, theirs.mlp.c_fc), (ours.mlp.c_proj, theirs.mlp.c_proj)):
+                    a.weight.copy_(b.weight.t())  # Conv1D (in, out) -> Linear (out, in)
+                    a.bias.copy_(b.bias)
+            model.ln_f.weight.copy_(src.ln_f.weight)
+            model.ln_f.bias.copy_(src.ln_f.bias)
+        return model
+
+
+# ----------------------------------------------------------------------------- encoder-only (BERT)
+
+
+class EncoderOnlyLM(_LanguageModel):
+    """A BERT-style masked language model: every position sees the whole
+    sequence, and the model predicts the tokens that were masked out."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        C, eps = config.n_embd, config.layer_norm_eps
+        self.wte = nn.Embedding(config.vocab_size, C)
+        self.wpe = nn.Embedding(config.block_size, C)
+        self.ln_emb = nn.LayerNorm(C, eps=eps, bias=config.bias)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config, pre_norm=False) for _ in range(config.n_layer))
+        # masked-LM head: transform, then a decoder tied to the token embedding
+        self.head_dense = nn.Linear(C, C, bias=config.bias)
+        self.head_act = nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
+        self.head_ln = nn.LayerNorm(C, eps=eps, bias=config.bias)
+        self.lm_head = nn.Linear(C, config.vocab_size, bias=True)
+        _init_weights(self, config.n_layer)
+        self.lm_head.weight = self.wte.weight
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               need_weights: bool = False) -> torch.Tensor:
+        """Contextual embeddings ``(B, T, C)`` of ``input_ids`` ``(B, T)``."""
+        _check_ids(input_ids, self.config)
+        B, T = input_ids.shape
+        mask = None
+        if attention_mask is not None:
+            _check_attention_mask(attention_mask, B, T)
+            mask = make_attention_mask(T, T, False, attention_mask, input_ids.device)
+        pos = torch.arange(T, device=input_ids.device)
+        x = self.drop(self.ln_emb(self.wte(input_ids) + self.wpe(pos)))  # (B, T, C)
+        self.last_attention = []
+        for block in self.blocks:
+            x, w = block(x, mask=mask, need_weights=need_weights)
+            if need_weights:
+                self.last_attention.append(w)
+        return x
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Masked-LM logits ``(B, T, vocab_size)`` and, given ``labels`` ``(B, T)``
+        (the original ids at masked positions, -100 elsewhere), their loss."""
+        x = self.encode(input_ids, attention_mask)
+        logits = self.lm_head(self.head_ln(self.head_act(self.head_dense(x))))  # (B, T, V)
+        loss = None
+        if labels is not None:
+            _check_labels(labels, input_ids)
+            loss = _lm_loss(logits, labels)
+        return logits, loss
+
+    @torch.no_grad()
+    def attention_maps(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Attention weights of every block: a list of ``n_layer`` tensors ``(B, n_head, T, T)``."""
+        self.encode(input_ids, attention_mask, need_weights=True)
+        return self.last_attention
+
+    @classmethod
+    def from_hf(cls, hf_model) -> "EncoderOnlyLM":
+        """Copy a ``transformers.BertForMaskedLM`` into an :class:`EncoderOnlyLM`.
+
+        BERT's three attention projections are concatenated into the fused
+        ``c_attn``. BERT also adds a token-type (segment) embedding; with every
+        token in segment 0 that is one constant vector, which is folded into
+        the position embedding (exactly equal results for single-segment input).
+        """
+        hc = hf_model.config
+        if getattr(hc, "position_embedding_type", "absolute") not in (None, "absolute"):
+            raise ValueError(f"position_embedding_type must be 'absolute', got {hc.position_embedding_type!r}")
+        act = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}.get(hc.hidden_act)
+        if act is None:
+            raise ValueError(f"hidden_act must be gelu or gelu_new, got {hc.hidden_act!r}")
+        config = TransformerConfig(
+            vocab_size=hc.vocab_size, block_size=hc.max_position_embeddings, n_layer=hc.num_hidden_layers,
+            n_head=hc.num_attention_heads, n_embd=hc.hidden_size, n_inner=hc.intermediate_size,
+            layer_norm_eps=hc.layer_norm_eps, activation=act,
+            pad_token_id=hc.pad_token_id if hc.pad_token_id is not None else 0,
+        )
+        model = cls(config)
+        emb, layers, head = hf_model.bert.embeddings, hf_model.bert.encoder.layer, hf_model.cls.predictions
+
+        def copy_ln(a: nn.LayerNorm, b: nn.LayerNorm) -> None:
+            a.weight.copy_(b.weight)
+            a.bias.copy_(b.bias)
+
+        with torch.no_grad():
+            model.wte.weight.copy_(emb.word_embeddings.weight)
+            model.wpe.weight.copy_(emb.position_embeddings.weight + emb.token_type_embeddings.weight[0])
+            copy_ln(model.ln_emb, emb.LayerNorm)
+            for ours, theirs in zip(model.blocks, layers):
+                s = theirs.attention.self
+                ours.attn.c_attn.weight.copy_(torch.cat([s.query.weight, s.key.weight, s.value.weight], dim=0))
+                ours.attn.c_attn.bias.copy_(torch.cat([s.query.bias, s.key.bias, s.value.bias], dim=0))
+                ours.attn.c_proj.weight.copy_(theirs.attention.output.dense.weight)
+                ours.attn.c_proj.bias.copy_(theirs.attention.output.dense.bias)
+                copy_ln(ours.ln_1, theirs.attention.output.LayerNorm)
+                ours.mlp.c_fc.weight.copy_(theirs.intermediate.dense.weight)
+                ours.mlp.c_fc.bias.copy_(theirs.intermediate.dense.bias)
+                ours.mlp.c_proj.weight.copy_(theirs.output.dense.weight)
+                ours.mlp.c_proj.bias.copy_(theirs.output.dense.bias)
+                copy_ln(ours.ln_2, theirs.output.LayerNorm)
+            model.head_dense.weight.copy_(head.transform.dense.weight)
+            model.head_dense.bias.copy_(head.transform.dense.bias)
+            copy_ln(model.head_ln, head.transform.LayerNorm)
+            model.lm_head.bias.copy_(head.bias)
+        return model
+
+
+# ----------------------------------------------------------------------------- encoder-decoder (T5-style)
+
+
+class EncoderDecoderLM(_LanguageModel):
+    """An encoder-decoder (sequence-to-sequence) model: the encoder reads the
+    input bidirectionally, the decoder writes the output causally and looks at
+    the encoder through cross-attention. Trained with span corruption, as T5."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        C, eps = config.n_embd, config.layer_norm_eps
+        n_dec = config.n_decoder_layer or config.n_layer
+        self.wte = nn.Embedding(config.vocab_size, C)  # shared by encoder, decoder and output
+        self.enc_wpe = nn.Embedding(config.block_size, C)
+        self.dec_wpe = nn.Embedding(config.block_size, C)
+        self.drop = nn.Dropout(config.dropout)
+        self.encoder = nn.ModuleList(Block(config, pre_norm=True) for _ in range(config.n_layer))
+        self.ln_enc = nn.LayerNorm(C, eps=eps, bias=config.bias)
+        self.decoder = nn.ModuleList(Block(config, pre_norm=True, cross=True) for _ in range(n_dec))
+        self.ln_f = nn.LayerNorm(C, eps=eps, bias=config.bias)
+        self.lm_head = nn.Linear(C, config.vocab_size, bias=False)
+        _init_weights(self, config.n_layer + n_dec)
+        self.lm_head.weight = self.wte.weight
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.enc_wpe.weight.numel() + self.dec_wpe.weight.numel()
+        return n
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder output ``(B, S, C)`` for source ids ``(B, S)``."""
+        _check_ids(input_ids, self.config)
+        B, S = input_ids.shape
+        mask = None
+        if attention_mask is not None:
+            _check_attention_mask(attention_mask, B, S)
+            mask = make_attention_mask(S, S, False, attention_mask, input_ids.device)
+        pos = torch.arange(S, device=input_ids.device)
+        x = self.drop(self.wte(input_ids) + self.enc_wpe(pos))
+        for block in self.encoder:
+            x, _ = block(x, mask=mask)
+        return self.ln_enc(x)
+
+    def decode(
+        self,
+        decoder_input_ids: torch.Tensor,
+        memory: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        caches: list[KVCache] | None = None,
+        cross_caches: list[KVCache] | None = None,
+    ) -> torch.Tensor:
+        """Decoder logits ``(B, T, V)`` for target ids ``(B, T)`` given the encoder
+        output ``memory`` ``(B, S, C)`` and its padding ``attention_mask`` ``(B, S)``."""
+        past = caches[0].length if caches else 0
+        _check_ids(decoder_input_ids, self.config, "decoder_input_ids", past=past)
+        B, T = decoder_input_ids.shape
+        context_mask = None
+        if attention_mask is not None:
+            _check_attention_mask(attention_mask, B, memory.shape[1])
+            context_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S): the same for every query
+        mask = None if past == 0 else make_attention_mask(T, past + T, True, None, decoder_input_ids.device)
+        pos = torch.arange(past, past + T, device=decoder_input_ids.device)
+        x = self.drop(self.wte(decoder_input_ids) + self.dec_wpe(pos))
+        for i, block in enumerate(self.decoder):
+            x, _ = block(x, mask=mask, is_causal=past == 0, context=memory, context_mask=context_mask,
+                         cache=caches[i] if caches else None, cross_cache=cross_caches[i] if cross_caches else None)
+        return self.lm_head(self.ln_f(x))  # (B, T, V)
+
+    def shift_right(self, labels: torch.Tensor) -> torch.Tensor:
+        """Decoder inputs from labels: ``[start, y0, y1, ...]`` with the pad id as
+        start token and -100 replaced by padding. ``(B, T) -> (B, T)``."""
+        start = torch.full_like(labels[:, :1], self.config.pad_token_id)
+        shifted = torch.cat([start, labels[:, :-1]], dim=1)
+        return shifted.masked_fill(shifted == IGNORE_INDEX, self.config.pad_token_id)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        decoder_input_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits ``(B, T, V)`` of the target sequence and, given ``labels``
+        ``(B, T)`` (-100 skipped), the loss. Without ``decoder_input_ids`` the
+        decoder is fed ``labels`` shifted right (teacher forcing)."""
+        if decoder_input_ids is None:
+            if labels is None:
+                raise ValueError("EncoderDecoderLM needs decoder_input_ids or labels (to shift right), got neither")
+            decoder_input_ids = self.shift_right(labels)
+        memory = self.encode(input_ids, attention_mask)
+        logits = self.decode(decoder_input_ids, memory, attention_mask)
+        loss = None
+        if labels is not None:
+            _check_labels(labels, decoder_input_ids)
+            loss = _lm_loss(logits, labels)
+        return logits, loss
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        attention_mask: torch.Tensor | None = None,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        eos_token_id: int | None = None,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Encode ``input_ids`` ``(B, S)`` once, then write up to ``max_new_tokens``
+        tokens with the decoder, starting from the pad token (as T5 does).
+        Settings as in :meth:`DecoderOnlyLM.generate`. Returns ``(B, 1 + n)``
+        decoder ids, the start token first. The output may not exceed the
+        context window: ``max_new_tokens < block_size``."""
+        _check_generate_args(max_new_tokens, eos_token_id, self.config.vocab_size)
+        if max_new_tokens >= self.config.block_size:
+            raise ValueError(
+                f"max_new_tokens must be < block_size={self.config.block_size} for the encoder-decoder, "
+                f"got {max_new_tokens}"
+            )
+        pick = _sampler(do_sample, temperature, top_k, top_p, generator)
+        was_training = self.training
+        self.eval()
+        memory = self.encode(input_ids, attention_mask)  # (B, S, C)
+        B = input_ids.shape[0]
+        n_dec = len(self.decoder)
+        caches = self._new_caches(n_dec, B, input_ids.device) if use_cache else None
+        cross = self._new_caches(n_dec, B, input_ids.device) if use_cache else None
+        out = torch.full((B, 1), self.config.pad_token_id, dtype=torch.long, device=input_ids.device)
+        finished = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
+        step_ids = out
+        for _ in range(max_new_tokens):
+            if use_cache:
+                logits = self.decode(step_ids, memory, attention_mask, caches, cross)[:, -1]
+            else:
+                logits = self.decode(out, memory, attention_mask)[:, -1]
+            next_id = pick(logits)
+            if eos_token_id is not None:
+                next_id = next_id.masked_fill(finished, self.config.pad_token_id)
+                finished |= next_id == eos_token_id
+            step_ids = next_id[:, None]
+            out = torch.cat([out, step_ids], dim=1)
+            if eos_token_id is not None and bool(finished.all()):
+                break
+        self.train(was_training)
+        return out

@@ -1,0 +1,300 @@
+"""The course's transformer against Hugging Face `transformers`: same weights, same logits.
+
+Every model here is built from a tiny random config; nothing is downloaded.
+"""
+
+import pytest
+import torch
+from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
+
+from course_utils.transformer import DecoderOnlyLM, EncoderDecoderLM, EncoderOnlyLM, TransformerConfig
+
+TOL = 1e-4  # max |logit difference| allowed in fp32
+
+
+def tiny_gpt2(seed=0, **kw):
+    torch.manual_seed(seed)
+    # initializer_range 0.2 (10x GPT-2's) gives O(1) activations, so a wrong detail shows in the logits
+    cfg = dict(n_layer=2, n_embd=64, n_head=4, vocab_size=97, n_positions=48, bos_token_id=0, eos_token_id=0,
+               initializer_range=0.2)
+    cfg.update(kw)
+    return GPT2LMHeadModel(GPT2Config(**cfg)).eval()
+
+
+def tiny_bert(seed=0, **kw):
+    torch.manual_seed(seed)
+    cfg = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=96,
+               vocab_size=97, max_position_embeddings=48, pad_token_id=0, initializer_range=0.2)
+    cfg.update(kw)
+    return BertForMaskedLM(BertConfig(**cfg)).eval()
+
+
+def right_padded(B=4, T=24, V=97, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, V, (B, T), generator=g)
+    mask = torch.ones(B, T, dtype=torch.long)
+    for b, n in enumerate(torch.randint(T // 3, T + 1, (B,), generator=g).tolist()):
+        mask[b, n:] = 0
+    mask[0] = 1
+    return ids, mask
+
+
+def max_diff_on_real_tokens(a, b, mask):
+    return ((a - b).abs() * mask[..., None]).max().item()
+
+
+# ----------------------------------------------------------------------------- GPT-2
+
+
+@pytest.mark.parametrize("seed,kw", [(0, {}), (1, dict(n_layer=3, n_embd=48, n_head=6, n_inner=80)),
+                                     (2, dict(activation_function="gelu"))])
+def test_gpt2_logits_match(seed, kw):
+    hf = tiny_gpt2(seed, **kw)
+    ours = DecoderOnlyLM.from_hf(hf).eval()
+    ids, mask = right_padded(seed=seed)
+    with torch.no_grad():
+        assert (hf(ids).logits - ours(ids)[0]).abs().max().item() <= TOL
+        diff = max_diff_on_real_tokens(hf(ids, attention_mask=mask).logits, ours(ids, attention_mask=mask)[0], mask)
+    assert diff <= TOL
+
+
+def test_gpt2_loss_matches():
+    hf = tiny_gpt2()
+    ours = DecoderOnlyLM.from_hf(hf)
+    ids, _ = right_padded()
+    labels = ids.clone()
+    labels[:, :5] = -100
+    with torch.no_grad():
+        assert abs(hf(ids, labels=labels).loss.item() - ours(ids, labels=labels)[1].item()) < 1e-5
+
+
+def test_gpt2_parity_detects_a_transposed_weight():
+    hf = tiny_gpt2()
+    ours = DecoderOnlyLM.from_hf(hf)
+    with torch.no_grad():
+        w = ours.blocks[0].attn.c_proj.weight
+        w.copy_(w.t().clone())
+    ids, _ = right_padded()
+    with torch.no_grad():
+        assert (hf(ids).logits - ours(ids)[0]).abs().max().item() > TOL
+
+
+def test_gpt2_parity_detects_the_wrong_gelu():
+    hf = tiny_gpt2()
+    ours = DecoderOnlyLM.from_hf(hf)
+    for block in ours.blocks:
+        block.mlp.act.approximate = "none"  # exact GELU instead of GPT-2's tanh approximation
+    ids, _ = right_padded()
+    with torch.no_grad():
+        assert (hf(ids).logits - ours(ids)[0]).abs().max().item() > TOL
+
+
+def test_greedy_generation_matches_hf_generate():
+    hf = tiny_gpt2(3)
+    ours = DecoderOnlyLM.from_hf(hf)
+    prompt = torch.randint(1, 97, (2, 7), generator=torch.Generator().manual_seed(5))
+    ref = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=20, do_sample=False,
+                      pad_token_id=0, eos_token_id=None)
+    got = ours.generate(prompt, max_new_tokens=20)
+    assert got.shape == (2, 27)
+    assert got.tolist() == ref.tolist()
+
+
+def test_cached_and_uncached_decoding_agree():
+    ours = DecoderOnlyLM(TransformerConfig(vocab_size=50, block_size=40, n_layer=2, n_head=2, n_embd=32))
+    prompt = torch.randint(0, 50, (3, 5))
+    assert torch.equal(ours.generate(prompt, 30), ours.generate(prompt, 30, use_cache=False))
+
+
+def test_generation_slides_past_the_context_window():
+    ours = DecoderOnlyLM(TransformerConfig(vocab_size=50, block_size=12, n_layer=1, n_head=2, n_embd=16)).eval()
+    prompt = torch.randint(0, 50, (1, 10))
+    out = ours.generate(prompt, 8)
+    assert out.shape == (1, 18)
+    # the last token was predicted from the last 12 tokens only
+    window = out[:, -13:-1]
+    assert out[0, -1].item() == ours(window)[0][0, -1].argmax().item()
+    assert torch.equal(out, ours.generate(prompt, 8, use_cache=False))
+
+
+def test_eos_stops_and_pads():
+    ours = DecoderOnlyLM(TransformerConfig(vocab_size=20, block_size=32, n_layer=1, n_head=2, n_embd=16)).eval()
+    prompt = torch.randint(1, 20, (4, 3))
+    free = ours.generate(prompt, 10)
+    eos = free[0, 3].item()  # the first token the model writes for sequence 0
+    out = ours.generate(prompt, 10, eos_token_id=eos)
+    assert out[0, 3].item() == eos
+    for row in out.tolist():
+        if eos in row[3:]:
+            after = row[3:][row[3:].index(eos) + 1:]
+            assert all(t == ours.config.pad_token_id for t in after)
+
+
+def test_prompt_longer_than_context_is_rejected():
+    ours = DecoderOnlyLM(TransformerConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    with pytest.raises(ValueError, match="block_size=8"):
+        ours.generate(torch.zeros(1, 9, dtype=torch.long), 2)
+    with pytest.raises(ValueError, match="block_size=8"):
+        ours(torch.zeros(1, 9, dtype=torch.long))
+
+
+def test_tied_embeddings_and_parameter_count_match_gpt2():
+    hf = tiny_gpt2()
+    ours = DecoderOnlyLM.from_hf(hf)
+    assert ours.lm_head.weight is ours.wte.weight
+    assert ours.num_parameters() == sum(p.numel() for p in hf.parameters())
+    text = ours.summary()
+    assert "blocks" in text and f"{ours.num_parameters():,}" in text
+
+
+def test_attention_maps_are_causal_distributions():
+    ours = DecoderOnlyLM(TransformerConfig(vocab_size=20, block_size=16, n_layer=2, n_head=2, n_embd=16))
+    maps = ours.attention_maps(torch.randint(0, 20, (1, 6)))
+    assert len(maps) == 2 and maps[0].shape == (1, 2, 6, 6)
+    torch.testing.assert_close(maps[0].sum(-1), torch.ones(1, 2, 6))
+    assert torch.all(maps[1].triu(diagonal=1) == 0)
+
+
+# ----------------------------------------------------------------------------- BERT
+
+
+@pytest.mark.parametrize("seed,kw", [(0, {}), (1, dict(num_hidden_layers=3, hidden_size=48, num_attention_heads=3))])
+def test_bert_logits_match(seed, kw):
+    hf = tiny_bert(seed, **kw)
+    ours = EncoderOnlyLM.from_hf(hf).eval()
+    ids, mask = right_padded(seed=seed)
+    with torch.no_grad():
+        assert (hf(ids).logits - ours(ids)[0]).abs().max().item() <= TOL
+        diff = max_diff_on_real_tokens(hf(ids, attention_mask=mask).logits, ours(ids, attention_mask=mask)[0], mask)
+    assert diff <= TOL
+
+
+def test_bert_mlm_loss_matches():
+    hf = tiny_bert()
+    ours = EncoderOnlyLM.from_hf(hf)
+    ids, mask = right_padded()
+    labels = torch.full_like(ids, -100)
+    labels[:, ::4] = ids[:, ::4]
+    labels[mask == 0] = -100  # no prediction on padding
+    with torch.no_grad():
+        a = hf(ids, attention_mask=mask, labels=labels).loss.item()
+        b = ours(ids, attention_mask=mask, labels=labels)[1].item()
+    assert abs(a - b) < 1e-5
+
+
+def test_bert_parity_detects_the_wrong_gelu():
+    hf = tiny_bert()
+    ours = EncoderOnlyLM.from_hf(hf)
+    for block in ours.blocks:
+        block.mlp.act.approximate = "tanh"
+    ids, _ = right_padded()
+    with torch.no_grad():
+        assert (hf(ids).logits - ours(ids)[0]).abs().max().item() > TOL
+
+
+def test_bert_parity_detects_swapped_query_and_key():
+    hf = tiny_bert()
+    ours = EncoderOnlyLM.from_hf(hf)
+    C = ours.config.n_embd
+    with torch.no_grad():
+        w = ours.blocks[0].attn.c_attn.weight
+        w.copy_(torch.cat([w[C:2 * C], w[:C], w[2 * C:]]).clone())
+    ids, _ = right_padded()
+    with torch.no_grad():
+        assert (hf(ids).logits - ours(ids)[0]).abs().max().item() > TOL
+
+
+def test_bert_padding_does_not_change_real_positions():
+    ours = EncoderOnlyLM.from_hf(tiny_bert()).eval()
+    ids = torch.randint(1, 97, (1, 10))
+    padded = torch.cat([ids, torch.zeros(1, 4, dtype=torch.long)], dim=1)
+    mask = torch.cat([torch.ones(1, 10), torch.zeros(1, 4)], dim=1).long()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(padded, attention_mask=mask)[0][:, :10], ours(ids)[0], atol=1e-5, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- encoder-decoder
+
+
+def tiny_seq2seq():
+    return EncoderDecoderLM(TransformerConfig(vocab_size=40, block_size=24, n_layer=2, n_decoder_layer=1,
+                                              n_head=2, n_embd=32)).eval()
+
+
+def test_encoder_decoder_teacher_forcing_equals_step_by_step():
+    model = tiny_seq2seq()
+    src, tgt = torch.randint(1, 40, (2, 9)), torch.randint(1, 40, (2, 6))
+    logits, loss = model(src, labels=tgt)
+    assert logits.shape == (2, 6, 40) and loss.ndim == 0
+    dec_in = model.shift_right(tgt)
+    assert dec_in[:, 0].tolist() == [0, 0] and torch.equal(dec_in[:, 1:], tgt[:, :-1])
+    memory = model.encode(src)
+    for t in range(1, 7):  # the decoder is causal: a prefix gives the same logits
+        torch.testing.assert_close(model.decode(dec_in[:, :t], memory), logits[:, :t], atol=1e-5, rtol=1e-4)
+
+
+def test_encoder_decoder_cached_and_uncached_generation_agree():
+    model = tiny_seq2seq()
+    src = torch.randint(1, 40, (3, 8))
+    mask = torch.ones_like(src)
+    mask[1, 5:] = 0
+    a = model.generate(src, 12, attention_mask=mask)
+    b = model.generate(src, 12, attention_mask=mask, use_cache=False)
+    assert a.shape == (3, 13) and torch.equal(a, b)
+
+
+def test_encoder_decoder_source_padding_is_ignored():
+    model = tiny_seq2seq()
+    src = torch.randint(1, 40, (1, 6))
+    padded = torch.cat([src, torch.zeros(1, 3, dtype=torch.long)], dim=1)
+    mask = torch.tensor([[1] * 6 + [0] * 3])
+    tgt = torch.randint(1, 40, (1, 5))
+    with torch.no_grad():
+        torch.testing.assert_close(model(padded, labels=tgt, attention_mask=mask)[0], model(src, labels=tgt)[0],
+                                   atol=1e-5, rtol=1e-4)
+
+
+def test_encoder_decoder_learns_to_copy():
+    torch.manual_seed(0)
+    model = tiny_seq2seq().train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    src = torch.randint(1, 40, (16, 6))
+    for _ in range(150):
+        loss = model(src, labels=src)[1]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.1
+    assert torch.equal(model.generate(src[:4], 6)[:, 1:], src[:4])
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="n_head must divide n_embd"):
+        TransformerConfig(n_embd=30, n_head=4)
+    with pytest.raises(ValueError, match="activation"):
+        TransformerConfig(activation="relu")
+    with pytest.raises(ValueError, match="vocab_size must be a positive int"):
+        TransformerConfig(vocab_size=0)
+    with pytest.raises(ValueError, match="unknown TransformerConfig fields"):
+        TransformerConfig.from_dict({"n_embed": 4})
+
+
+def test_forward_rejects_bad_input():
+    model = DecoderOnlyLM(TransformerConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    with pytest.raises(ValueError, match=r"input_ids must have shape \(B, T\)"):
+        model(torch.zeros(8, dtype=torch.long))
+    with pytest.raises(ValueError, match="integer tensor"):
+        model(torch.zeros(1, 4))
+    with pytest.raises(ValueError, match=r"in \[0, 20\)"):
+        model(torch.tensor([[1, 25]]))
+    with pytest.raises(ValueError, match="labels must have the shape"):
+        model(torch.zeros(2, 4, dtype=torch.long), labels=torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"attention_mask must have shape \(2, 4\)"):
+        model(torch.zeros(2, 4, dtype=torch.long), attention_mask=torch.ones(2, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        model.generate(torch.zeros(1, 2, dtype=torch.long), -1)
+    with pytest.raises(ValueError, match="needs decoder_input_ids or labels"):
+        tiny_seq2seq()(torch.zeros(1, 3, dtype=torch.long))
