@@ -1,0 +1,39 @@
+# Two commands do everything (see README.md):
+#   make book   - set up .venv if needed, then build the HTML book into _build/html
+#   make test   - set up .venv if needed, build the book strictly, run every test
+#
+# PyTorch: TORCH names the wheel to install first. The default, torch==2.13.0,
+# is a CPU build on the course's CI machines. On a Linux laptop without an
+# NVIDIA GPU, `make test TORCH_ARGS="--index-url https://download.pytorch.org/whl/cpu"`
+# avoids downloading the CUDA build.
+
+PYTHON     ?= python3
+VENV       ?= .venv
+BIN        := $(VENV)/bin
+TORCH      ?= torch==2.13.0
+TORCH_ARGS ?=
+STAMP      := $(VENV)/.installed
+# nbgrader shells out to alembic and jupyter: the venv's bin/ must be on PATH
+RUN        := PATH="$(abspath $(BIN)):$$PATH" PYTHONHASHSEED=0
+
+.PHONY: book test install clean-book clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(TORCH_ARGS) "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[book,labs,test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+book: $(STAMP)
+	$(RUN) $(BIN)/jupyter-book build . --all -W -n --keep-going
+
+test: book
+	$(RUN) $(BIN)/python -m pytest tests
+
+clean-book:
+	rm -rf _build/html _build/.doctrees
+
+clean: clean-book
+	rm -rf _build $(VENV)
