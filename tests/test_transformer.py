@@ -298,3 +298,54 @@ def test_forward_rejects_bad_input():
         model.generate(torch.zeros(1, 2, dtype=torch.long), -1)
     with pytest.raises(ValueError, match="needs decoder_input_ids or labels"):
         tiny_seq2seq()(torch.zeros(1, 3, dtype=torch.long))
+
+
+# ----------------------------------------------------------------------------- sampling in generate
+
+
+def test_sampling_is_reproducible_with_a_generator_and_top_k_1_is_greedy():
+    ours = DecoderOnlyLM(TransformerConfig(vocab_size=50, block_size=40, n_layer=1, n_head=2, n_embd=32))
+    prompt = torch.randint(0, 50, (2, 4))
+    draw = lambda seed, **kw: ours.generate(prompt, 15, do_sample=True, generator=torch.Generator().manual_seed(seed), **kw)
+    assert torch.equal(draw(1, temperature=1.5), draw(1, temperature=1.5))
+    assert not torch.equal(draw(1, temperature=5.0), draw(2, temperature=5.0))
+    assert torch.equal(draw(3, top_k=1), ours.generate(prompt, 15))
+    assert torch.equal(draw(4, top_p=1e-9), ours.generate(prompt, 15))  # top-p always keeps the top token
+
+
+def test_sampled_generation_matches_hf_sampling_with_the_same_filters():
+    """With the same weights, the filtered next-token distributions agree, so the
+    same uniform draws pick the same tokens: compare one sampled step's distribution."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    from course_utils.sampling import filtered_distribution
+
+    hf = tiny_gpt2(4)
+    ours = DecoderOnlyLM.from_hf(hf)
+    prompt = torch.randint(1, 97, (3, 6))
+    with torch.no_grad():
+        logits = ours(prompt)[0][:, -1]
+        ref_logits = hf(prompt).logits[:, -1]
+    procs = LogitsProcessorList([TemperatureLogitsWarper(0.7), TopKLogitsWarper(10), TopPLogitsWarper(0.8)])
+    ref = torch.softmax(procs(prompt, ref_logits), dim=-1)
+    got = filtered_distribution(logits, temperature=0.7, top_k=10, top_p=0.8)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_invalid_sampling_settings_raise():
+    ours = DecoderOnlyLM(TransformerConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    with pytest.raises(ValueError, match="temperature"):
+        ours.generate(torch.zeros(1, 2, dtype=torch.long), 2, do_sample=True, temperature=0.0)
+    with pytest.raises(ValueError, match="top_p"):
+        ours.generate(torch.zeros(1, 2, dtype=torch.long), 2, do_sample=True, top_p=1.5)
+    with pytest.raises(ValueError, match="top_k"):
+        tiny_seq2seq().generate(torch.ones(1, 2, dtype=torch.long), 2, do_sample=True, top_k=0)
+
+
+def test_encoder_decoder_sampling_is_reproducible():
+    model = tiny_seq2seq()
+    src = torch.randint(1, 40, (2, 5))
+    a = model.generate(src, 8, do_sample=True, top_p=0.9, generator=torch.Generator().manual_seed(0))
+    b = model.generate(src, 8, do_sample=True, top_p=0.9, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+    assert torch.equal(model.generate(src, 8, do_sample=True, top_k=1), model.generate(src, 8))
