@@ -16,7 +16,7 @@ STAMP      := $(VENV)/.installed
 # nbgrader shells out to alembic and jupyter: the venv's bin/ must be on PATH
 RUN        := PATH="$(abspath $(BIN)):$$PATH" PYTHONHASHSEED=0
 
-.PHONY: book test install clean-book clean
+.PHONY: book test install labs clean-book clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,11 @@ book: $(STAMP)
 	$(RUN) $(BIN)/jupyter-book build . --all -W -n --keep-going
 
 test: book
-	$(RUN) $(BIN)/python -m pytest tests
+	$(RUN) $(BIN)/python -m pytest tests solutions --nbval-lax
+
+# regenerate the student versions of the labs (labs/) from solutions/
+labs: $(STAMP)
+	$(RUN) $(BIN)/python -m course_utils.grading generate
 
 clean-book:
 	rm -rf _build/html _build/.doctrees

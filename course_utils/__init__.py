@@ -33,6 +33,7 @@ _SUBMODULES = {
     "attention",
     "data",
     "device",
+    "grading",
     "memory",
     "plotting",
     "pretrained",

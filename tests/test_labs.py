@@ -1,0 +1,164 @@
+"""The labs: student versions are fresh, leak nothing, and grade fairly with the real nbgrader.
+
+For every lab in solutions/, in a temporary course directory:
+- a fresh `nbgrader generate_assignment` equals the committed labs/ version;
+- no solution line and no hidden-test line appears in labs/;
+- `nbgrader autograde` gives the full solution full marks, the untouched
+  student version 0 (with every test cell still executed), and a submission
+  that solves only part 1 exactly part 1's points. Scores come from the gradebook.
+(pytest --nbval-lax solutions/ runs the solutions themselves; see the Makefile.)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from course_utils.grading import MARKERS, _env, find_root, generate, graded_parts, list_labs, nbgrader_command
+
+ROOT = find_root(Path(__file__).parent)
+LABS = list_labs(ROOT)
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def cells_by_id(nb: dict) -> dict[str, dict]:
+    return {c["metadata"]["nbgrader"]["grade_id"]: c for c in nb["cells"] if "nbgrader" in c.get("metadata", {})}
+
+
+def source(cell: dict) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def strip_markers(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if line.strip() not in MARKERS)
+
+
+def secret_and_public_lines(nb: dict) -> tuple[set[str], set[str]]:
+    """Lines inside solution/hidden-test markers, and lines outside them."""
+    secret, public = set(), set()
+    for cell in nb["cells"]:
+        inside = False
+        for line in source(cell).splitlines():
+            s = line.strip()
+            if s in ("### BEGIN SOLUTION", "### BEGIN HIDDEN TESTS"):
+                inside = True
+            elif s in ("### END SOLUTION", "### END HIDDEN TESTS"):
+                inside = False
+            elif s:
+                (secret if inside else public).add(s)
+    return secret, public
+
+
+def lab_notebook(folder: Path, lab: str) -> Path:
+    return folder / lab / f"{lab}.ipynb"
+
+
+def test_every_lab_has_both_versions():
+    assert LABS, "no labs in solutions/"
+    released = sorted(p.name for p in (ROOT / "labs").iterdir() if p.is_dir())
+    assert released == LABS
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_release_equals_a_fresh_generation(lab, tmp_path):
+    fresh = generate([lab], ROOT, dest=tmp_path)
+    assert load(lab_notebook(fresh, lab)) == load(lab_notebook(ROOT / "labs", lab)), (
+        f"labs/{lab} differs from a fresh generation: run `make labs` and commit")
+    assert sorted(p.name for p in (fresh / lab).iterdir()) == sorted(p.name for p in (ROOT / "labs" / lab).iterdir())
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_no_solution_or_hidden_test_line_in_labs(lab):
+    secret, public = secret_and_public_lines(load(lab_notebook(ROOT / "solutions", lab)))
+    leaked = []
+    for path in (ROOT / "labs").rglob("*"):
+        if path.is_file():
+            text = {line.strip() for line in path.read_text(errors="replace").splitlines()}
+            for nb_line in text:
+                pass
+            if path.suffix == ".ipynb":
+                nb = load(path)
+                text = {line.strip() for c in nb["cells"] for line in source(c).splitlines()}
+            leaked += [(path.name, s) for s in sorted((secret - public) & text)]
+    assert not leaked, f"solution or hidden-test lines in labs/: {leaked[:5]}"
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_structure(lab):
+    nb = load(lab_notebook(ROOT / "solutions", lab))
+    ids = [c["metadata"]["nbgrader"]["grade_id"] for c in nb["cells"] if "nbgrader" in c.get("metadata", {})]
+    assert len(ids) == len(set(ids)), "grade_ids must be unique"
+    parts = graded_parts(nb)
+    assert len(parts) >= 4 and sum(p.points for p in parts) >= 10
+    assert "google.colab" in source(nb["cells"][0]), "the first cell installs course_utils on Colab"
+    for cell in nb["cells"]:
+        assert not cell.get("outputs"), "no outputs are committed"
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("grade") and cell["cell_type"] == "code":
+            last = [line for line in source(cell).splitlines() if line.strip() and not line.strip().startswith("#")][-1]
+            assert last.startswith((" ", "\t", "assert", "###")) or "=" in last or last.rstrip().endswith(")"), (
+                f"test cell {meta['grade_id']} must end in an assert, not a bare expression: {last!r}")
+
+
+def fill(release: dict, solution: dict, ids: set[str]) -> dict:
+    """The release notebook with the solution cells in `ids` completed."""
+    nb = copy.deepcopy(release)
+    answers = cells_by_id(solution)
+    for cell in nb["cells"]:
+        gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if gid in ids:
+            cell["source"] = strip_markers(source(answers[gid]))
+    return nb
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_grading_pipeline(lab, tmp_path):
+    course = tmp_path / "course"
+    course.mkdir()
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    shutil.copytree(ROOT / "solutions" / lab, course / "solutions" / lab)
+    run = lambda *args: subprocess.run(nbgrader_command() + list(args) + [f"--CourseDirectory.root={course}"],
+                                       cwd=course, env=_env(), capture_output=True, text=True)
+    done = run("generate_assignment", lab, "--force")
+    assert done.returncode == 0, done.stderr
+    release = load(lab_notebook(course / "release", lab)) if (course / "release").exists() else load(
+        lab_notebook(course / "labs", lab))
+    solution = load(lab_notebook(course / "solutions", lab))
+    parts = graded_parts(solution)
+    all_ids = {i for p in parts for i in p.solution_ids}
+    submissions = {
+        "solved": fill(release, solution, all_ids),
+        "untouched": release,
+        "part1": fill(release, solution, set(parts[0].solution_ids)),
+    }
+    for student, nb in submissions.items():
+        path = course / "submitted" / student / lab / f"{lab}.ipynb"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(nb))
+    done = run("autograde", lab, "--force")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        max_score = gb.find_assignment(lab).max_score
+        scores = {s: gb.find_submission(lab, s).score for s in submissions}
+    assert max_score == sum(p.points for p in parts)
+    assert scores["solved"] == max_score, scores
+    assert scores["untouched"] == 0, scores
+    assert scores["part1"] == parts[0].points, scores
+
+    graded = load(lab_notebook(course / "autograded" / "untouched", lab))
+    for cell in graded["cells"]:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("grade") and cell["cell_type"] == "code":
+            assert cell.get("execution_count") is not None and cell.get("outputs"), (
+                f"test cell {meta['grade_id']} did not run for the untouched notebook")
