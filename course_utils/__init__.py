@@ -36,6 +36,7 @@ _SUBMODULES = {
     "grading",
     "memory",
     "plotting",
+    "pretrain",
     "pretrained",
     "quantization",
     "rnn",
