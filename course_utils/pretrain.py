@@ -74,7 +74,7 @@ def _prose(progress: bool) -> dict:
     from .data import prose_text, random_batch
     from .tokenization import BPETokenizer
 
-    train_text, val_text = prose_text("train"), prose_text("validation")
+    train_text, val_text = prose_text("train", progress=progress), prose_text("validation", progress=progress)
     tok = BPETokenizer().train(train_text, vocab_size=2048, special_tokens=["<|endoftext|>"], progress=progress)
     eot = tok.special_tokens["<|endoftext|>"]
     encode = lambda text: [i for para in text.split("\n\n") for i in tok.encode(para) + [eot]]

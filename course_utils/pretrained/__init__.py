@@ -29,6 +29,9 @@ def available() -> list[str]:
 
 
 def _folder(name: str) -> Path:
+    path = Path(name)
+    if (path / "card.json").is_file():  # a folder written by `python -m course_utils.pretrain NAME --out DIR`
+        return path
     names = available()
     if name not in names:
         raise ValueError(f"name must be one of {names}, got {name!r}")
@@ -80,7 +83,8 @@ class Pretrained:
 
 
 def load(name: str, device: str | torch.device | None = "cpu") -> Pretrained:
-    """Load reference model ``name`` (see :func:`available`) in eval mode on ``device``."""
+    """Load reference model ``name`` (see :func:`available`), or the model in
+    folder ``name``, in eval mode on ``device``."""
     from safetensors.torch import load_model
 
     from ..transformer import DecoderOnlyLM, TransformerConfig
@@ -90,4 +94,4 @@ def load(name: str, device: str | torch.device | None = "cpu") -> Pretrained:
     model = DecoderOnlyLM(TransformerConfig.from_dict(info["config"]))
     load_model(model, str(folder / "model.safetensors"), device="cpu")
     model = model.to(device if device is not None else "cpu").eval()
-    return Pretrained(name=name, model=model, tokenizer=_tokenizer(folder), card=info)
+    return Pretrained(name=info["name"], model=model, tokenizer=_tokenizer(folder), card=info)
