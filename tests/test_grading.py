@@ -1,0 +1,529 @@
+"""Grading that students cannot cheat or break.
+
+* The jail (course_utils.sandbox): no network even to loopback, none of the
+  host's files, no privileges, a memory limit, and killing it kills every
+  process inside. Checked by observing the operating system, not the code.
+* Repair (course_utils.grading.repair) on small hand-made notebooks.
+* The battery of tests/hostile.py, graded with the real command
+  (`python -m course_utils.grading autograde`) on two labs in a throwaway
+  course: every case scores what its honest part deserves, nobody else's grade
+  and nothing of the assignment changes in the gradebook, the report names what
+  happened, no connection reaches the loopback listener, no process survives.
+* The release check on the repository and on planted leaks.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import warnings
+from pathlib import Path
+
+import pytest
+
+import hostile
+from course_utils import grading, sandbox
+from course_utils.grading import (SandboxUnavailable, SubmissionError, _env, autograde, check_release, find_root,
+                                  graded_parts, list_labs, load_submission, nbgrader_command, repair, suspicious)
+
+ROOT = find_root(Path(__file__).parent)
+BATTERY_LABS = [lab for lab in ("lab02_attention", "lab03_tokenization") if lab in list_labs(ROOT)] or list_labs(ROOT)[:2]
+# CI settings: short limits so that the loops and the memory bomb trip fast.
+JOBS, TIMEOUT, CELL_TIMEOUT, MEMORY_MB = 2, 150, 45, 1500
+REQUIRED_CASES = {"correct", "untouched", "partial", "tests_edited", "points_raised", "tests_deleted", "colab_copy",
+                  "duplicated_split", "infinite_loop", "memory_bomb", "os_exit", "stderr", "monkeypatch",
+                  "gradebook", "network", "other_student", "invalid_json"}
+
+
+# --------------------------------------------------------------------------- helpers
+
+class Listener:
+    """Loopback TCP servers (127.0.0.1 and, where available, [::1]) on one port
+    that hand out the answers to whoever connects, and remember who did."""
+
+    def __init__(self, payload: bytes = b""):
+        self.hits: list[tuple] = []
+        self.payload = payload
+        self.socks = []
+        first = socket.socket(socket.AF_INET)
+        first.bind(("127.0.0.1", 0))
+        self.port = first.getsockname()[1]
+        self.socks.append(first)
+        try:
+            six = socket.socket(socket.AF_INET6)
+            six.bind(("::1", self.port))
+            self.socks.append(six)
+        except OSError:
+            pass
+        for s in self.socks:
+            s.listen()
+            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+
+    def _serve(self, s: socket.socket) -> None:
+        while True:
+            try:
+                conn, addr = s.accept()
+            except OSError:
+                return
+            self.hits.append(addr)
+            try:
+                conn.sendall(self.payload)
+            finally:
+                conn.close()
+
+    def close(self) -> None:
+        for s in self.socks:
+            s.close()
+
+
+def jailed(tmp_path: Path, code: str, **spec) -> subprocess.CompletedProcess:
+    """Run Python ``code`` in a jail whose scratch folder is tmp_path/scratch."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir(exist_ok=True)
+    if os.geteuid() == 0:
+        os.chown(scratch, 62990, 62990)
+    js = sandbox.JailSpec(scratch=str(scratch), readonly=sandbox.python_paths(), uid=62990,
+                          status_file=str(tmp_path / "status"), env={"PATH": "/usr/bin:/bin"}, **spec)
+    return subprocess.run(sandbox.jail_command([sys.executable, "-c", code], js), capture_output=True, text=True,
+                          timeout=120)
+
+
+def processes_with(word: str) -> list[int]:
+    """Process ids whose command line contains ``word`` (read from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if word in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def table_rows(db: Path, sql: str, args=()) -> list[tuple]:
+    with sqlite3.connect(db) as con:
+        return sorted(con.execute(sql, args).fetchall(), key=repr)
+
+
+def snapshot(db: Path, student: str) -> dict[str, list[tuple]]:
+    """The assignment's definition and everything the gradebook holds about ``student``."""
+    snap = {t: table_rows(db, f"SELECT * FROM {t}") for t in
+            ("course", "assignment", "notebook", "base_cell", "grade_cells", "solution_cells", "task_cells",
+             "source_cell")}
+    snap["student"] = table_rows(db, "SELECT * FROM student WHERE id = ?", (student,))
+    snap["submitted_assignment"] = table_rows(db, "SELECT * FROM submitted_assignment WHERE student_id = ?", (student,))
+    mine = "SELECT submitted_notebook.id FROM submitted_notebook JOIN submitted_assignment ON " \
+           "submitted_notebook.assignment_id = submitted_assignment.id WHERE student_id = ?"
+    snap["submitted_notebook"] = table_rows(db, f"SELECT * FROM submitted_notebook WHERE id IN ({mine})", (student,))
+    for t in ("grade", "comment"):
+        snap[t] = table_rows(db, f"SELECT * FROM {t} WHERE notebook_id IN ({mine})", (student,))
+    return snap
+
+
+def make_course(tmp: Path, lab: str) -> Path:
+    """A throwaway course with one lab released (gradebook.db, labs/)."""
+    course = tmp / "course"
+    course.mkdir()
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    shutil.copytree(ROOT / "solutions" / lab, course / "solutions" / lab)
+    done = subprocess.run(nbgrader_command() + ["generate_assignment", lab, "--force",
+                                                f"--CourseDirectory.root={course}"],
+                          cwd=course, env=_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return course
+
+
+# --------------------------------------------------------------------------- the jail
+
+def test_sandbox_is_available_on_linux():
+    ok, why = sandbox.available()
+    assert ok, f"the grading sandbox must work on the CI machine: {why}"
+
+
+def test_jail_blocks_network_host_files_and_privileges(tmp_path):
+    listener = Listener()
+    secret = tmp_path / "outside" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("gradebook")
+    mounts = Path("/proc/self/mountinfo").read_text()
+    code = f"""
+import json, os, socket, sys
+out = {{}}
+for fam, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+    s = socket.socket(fam); s.settimeout(3)
+    try:
+        s.connect((host, {listener.port})); out[host] = "connected"
+    except OSError as e:
+        out[host] = type(e).__name__
+for name, path in (("secret", {str(secret)!r}), ("root_home", "/root/.bashrc"), ("shadow", "/etc/shadow")):
+    try:
+        open(path).read(); out[name] = "read"
+    except OSError as e:
+        out[name] = type(e).__name__
+try:
+    open(os.path.join(sys.prefix, "planted"), "w"); out["write_prefix"] = "written"
+except OSError as e:
+    out["write_prefix"] = type(e).__name__
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+out["euid"] = os.geteuid()
+out["cap_eff"] = int(status["CapEff"].strip(), 16)
+out["pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+try:
+    os.setuid(0); out["setuid"] = "became root"
+except OSError as e:
+    out["setuid"] = type(e).__name__
+print(json.dumps(out))
+"""
+    done = jailed(tmp_path, code, memory_mb=1024)
+    listener.close()
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["127.0.0.1"] != "connected" and out["::1"] != "connected", out
+    assert listener.hits == []
+    assert out["secret"] == "FileNotFoundError" and out["root_home"] == "FileNotFoundError", out
+    assert out["shadow"] in ("FileNotFoundError", "PermissionError")
+    assert out["write_prefix"] in ("OSError", "PermissionError"), out  # read-only file system is an OSError
+    assert out["cap_eff"] == 0 and out["setuid"] == "PermissionError", out
+    if os.geteuid() == 0:
+        assert out["euid"] != 0
+    assert len(out["pids"]) <= 3, f"the jail sees processes of the host: {out['pids']}"
+    assert not (Path(sys.prefix) / "planted").exists()
+    assert Path("/proc/self/mountinfo").read_text() == mounts, "the jail changed the host's mounts"
+
+
+def test_jail_memory_limit(tmp_path):
+    code = """
+small = b"x" * (50 * 2**20)
+try:
+    big = b"x" * (700 * 2**20)
+    print("allocated")
+except MemoryError:
+    print("MemoryError")
+"""
+    done = jailed(tmp_path, code, memory_mb=400)
+    assert done.stdout.strip() == "MemoryError", done.stdout + done.stderr
+
+
+def test_killing_the_jail_kills_every_process_in_it(tmp_path):
+    marker = f"jail-child-{uuid.uuid4().hex}"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    if os.geteuid() == 0:
+        os.chown(scratch, 62991, 62991)
+    code = (f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)', "
+            f"{marker!r}], start_new_session=True)\nprint('ready', flush=True)\ntime.sleep(300)\n")
+    js = sandbox.JailSpec(scratch=str(scratch), readonly=sandbox.python_paths(), uid=62991,
+                          status_file=str(tmp_path / "status"), env={"PATH": "/usr/bin:/bin"})
+    proc = subprocess.Popen(sandbox.jail_command([sys.executable, "-c", code], js), stdout=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    assert proc.stdout.readline().strip() == "ready"
+    assert processes_with(marker), "the detached child should be running"
+    os.killpg(proc.pid, 9)  # what the grader does on timeout
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_with(marker) == [], "a process of the jail survived"
+
+
+# --------------------------------------------------------------------------- repair
+
+def _cell(kind: str, source: str, gid: str | None = None, points: float | None = None, cell_type: str = "code"):
+    meta = {"solution": kind == "solution", "grade": kind == "test", "locked": kind != "solution",
+            "task": False, "schema_version": 3}
+    if gid:
+        meta["grade_id"] = gid
+    if points is not None:
+        meta["points"] = points
+    cell = {"cell_type": cell_type, "metadata": {"nbgrader": meta} if gid else {}, "source": source}
+    if cell_type == "code":
+        cell.update(outputs=[], execution_count=None)
+    return cell
+
+
+STUB = '    """Return x doubled."""\n    # YOUR CODE HERE\n    raise NotImplementedError()'
+RELEASE = {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": {"name": "python3"}}, "cells": [
+    _cell("locked", "# Lab\nDouble and triple numbers.", "intro", cell_type="markdown"),
+    _cell("locked", "import math", "setup"),
+    _cell("solution", "def double(x):\n" + STUB, "double"),
+    _cell("test", "assert double(2) == 4", "test_double", 2),
+    _cell("solution", "def triple(x):\n" + STUB.replace("doubled", "tripled"), "triple"),
+    _cell("test", "assert triple(2) == 6", "test_triple", 3),
+]}
+
+
+def ids(nb: dict) -> list:
+    return [c["metadata"].get("nbgrader", {}).get("grade_id") for c in nb["cells"]]
+
+
+def test_repair_leaves_an_intact_submission_alone():
+    sub = json.loads(json.dumps(RELEASE))
+    sub["cells"][2]["source"] = "def double(x):\n    return 2 * x"
+    fixed, notes = repair(sub, RELEASE)
+    assert notes == []
+    assert ids(fixed) == ["intro", "setup", "double", "test_double", "triple", "test_triple"]
+    assert fixed["cells"][2]["source"] == "def double(x):\n    return 2 * x"
+
+
+def test_repair_lost_metadata_reordered_and_extra_cells():
+    """A Colab copy: no nbgrader metadata, test cells above solutions, a helper cell added."""
+    cells = [
+        {"cell_type": "code", "metadata": {}, "source": "import math"},
+        {"cell_type": "code", "metadata": {}, "source": "assert triple(2) == 6"},
+        {"cell_type": "code", "metadata": {}, "source": "def helper(x):\n    return x + x + x"},
+        {"cell_type": "code", "metadata": {}, "source": "def triple(x):\n    return helper(x)"},
+        {"cell_type": "code", "metadata": {}, "source": "def double(x):\n    return x * 2"},
+        {"cell_type": "code", "metadata": {}, "source": "assert double(2) == 4"},
+    ]
+    fixed, notes = repair({"cells": cells, "metadata": {}}, RELEASE)
+    assert ids(fixed) == ["intro", "setup", "double", "test_double", None, "triple", "test_triple"]
+    sources = [c["source"] for c in fixed["cells"]]
+    assert sources[2] == "def double(x):\n    return x * 2"
+    assert sources[4] == "def helper(x):\n    return x + x + x"  # the helper stays just before its user
+    assert sources[5] == "def triple(x):\n    return helper(x)"
+    assert fixed["cells"][6]["metadata"]["nbgrader"]["points"] == 3
+    text = " ".join(notes)
+    assert "metadata missing on 5 cells" in text and "reordered" in text
+
+
+def test_repair_duplicates_deleted_tests_and_raised_points():
+    dup_stub = json.loads(json.dumps(RELEASE["cells"][2]))
+    solved = json.loads(json.dumps(RELEASE["cells"][2]))
+    solved["source"] = "def double(x):\n    return x * 2"
+    test_triple = json.loads(json.dumps(RELEASE["cells"][5]))
+    test_triple["source"] = "pass"
+    test_triple["metadata"]["nbgrader"]["points"] = 100
+    cells = [RELEASE["cells"][1], dup_stub, solved, RELEASE["cells"][4], test_triple]  # test_double deleted
+    fixed, notes = repair({"cells": cells, "metadata": {}}, RELEASE)
+    assert ids(fixed) == ["intro", "setup", "double", None, "test_double", "triple", "test_triple"]
+    assert fixed["cells"][2]["source"] == dup_stub["source"]  # the first copy keeps the id...
+    assert fixed["cells"][3]["source"] == solved["source"]  # ...the second still runs, after it
+    assert fixed["cells"][4]["source"] == "assert double(2) == 4"
+    assert fixed["cells"][6]["source"] == "assert triple(2) == 6"
+    assert fixed["cells"][6]["metadata"]["nbgrader"]["points"] == 3
+    text = " ".join(notes)
+    for words in ("2 cells carry the id 'double'", "'test_double' was missing", "'test_triple' was edited",
+                  "points of 'test_triple' changed to 100"):
+        assert words in text, notes
+
+
+def test_load_submission_rejects_what_is_not_a_notebook(tmp_path):
+    bad = tmp_path / "bad.ipynb"
+    bad.write_text('{"cells": [')
+    with pytest.raises(SubmissionError, match="invalid JSON"):
+        load_submission(bad)
+    bad.write_text('{"hello": 1}')
+    with pytest.raises(SubmissionError, match="no list of cells"):
+        load_submission(bad)
+
+
+def test_suspicious_names_the_attacks_and_spares_honest_code():
+    honest = json.loads(json.dumps(RELEASE))
+    honest["cells"][2]["source"] = "def double(x):\n    return torch.tensor(x) * 2"
+    assert suspicious(honest) == []
+    nb = json.loads(json.dumps(RELEASE))
+    nb["cells"].insert(2, {"cell_type": "code", "metadata": {}, "source":
+                           "import socket, sqlite3\nnumpy.allclose = lambda *a: True\nopen('/etc/passwd')\n"
+                           "get_ipython().showtraceback = None"})
+    assert set(suspicious(nb)) == {"network access", "the gradebook", "comparison patching",
+                                   "files outside the submission", "kernel or output tampering"}
+
+
+# --------------------------------------------------------------------------- the battery
+
+@pytest.fixture(scope="module", params=BATTERY_LABS)
+def battery(request, tmp_path_factory):
+    """Grade the hostile battery of one lab with the command line, once per lab."""
+    lab = request.param
+    course = make_course(tmp_path_factory.mktemp(lab), lab)
+    solution = json.loads((course / "solutions" / lab / f"{lab}.ipynb").read_text())
+    answers = "\n\n".join(hostile._answer(c) for c in solution["cells"]
+                          if c.get("metadata", {}).get("nbgrader", {}).get("solution"))
+    listener = Listener(answers.encode())  # an "answer server" on loopback
+    marker = f"hostile-leftover-{uuid.uuid4().hex}"
+    cases = hostile.battery(lab, course, port=listener.port, marker=marker, submitted=course / "submitted")
+    hostile.write(cases, course / "submitted", lab)
+
+    from nbgrader.api import Gradebook  # a student graded (by hand, too) before this batch
+
+    db = course / "gradebook.db"
+    with warnings.catch_warnings(), Gradebook(f"sqlite:///{db}") as gb:
+        warnings.simplefilter("ignore")  # nbgrader's SQLAlchemy noise
+        gb.add_student("bystander", first_name="Ada")
+        gb.add_submission(lab, "bystander")
+        for i, grade in enumerate(gb.find_submission(lab, "bystander").notebooks[0].grades):
+            grade.auto_score = grade.max_score
+            grade.manual_score = 1.5 if i == 0 else None
+            grade.needs_manual_grade = False
+        gb.db.commit()
+    before = snapshot(db, "bystander")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "course_utils.grading", "autograde", lab, "--jobs", str(JOBS),
+                           "--timeout", str(TIMEOUT), "--cell-timeout", str(CELL_TIMEOUT), "--memory", str(MEMORY_MB)],
+                          cwd=course, env=_env(), capture_output=True, text=True, timeout=3600)
+    seconds = time.monotonic() - started
+    time.sleep(1)
+    leftovers = processes_with(marker)
+    listener.close()
+    with warnings.catch_warnings(), Gradebook(f"sqlite:///{db}") as gb:
+        warnings.simplefilter("ignore")
+        scores = {s.student.id: s.score for s in gb.assignment_submissions(lab)}
+        maxima = {g.name: g.max_score for g in gb.find_notebook(lab, lab).grade_cells}
+    report = json.loads((course / "grades" / f"{lab}.json").read_text())
+    print(f"\n{lab}: graded {len(cases)} hostile submissions in {seconds:.0f} s")
+    return dict(lab=lab, course=course, db=db, cases=cases, done=done, before=before, after=snapshot(db, "bystander"),
+                scores=scores, maxima=maxima, outcomes={o["student"]: o for o in report["outcomes"]},
+                listener=listener, leftovers=leftovers, solution=solution)
+
+
+def test_battery_covers_every_attack(battery):
+    names = {c.student for c in battery["cases"]}
+    assert len(names) >= 15 and REQUIRED_CASES <= names, REQUIRED_CASES - names
+
+
+def test_command_ran_sandboxed_and_reported_every_submission(battery):
+    done = battery["done"]
+    assert done.returncode == 1, done.stdout + done.stderr  # one submission (invalid JSON) is not graded
+    assert "sandbox: unshare" in done.stdout and "UNSANDBOXED" not in done.stdout + done.stderr
+    for case in battery["cases"]:
+        assert f"\n{case.student}: " in "\n" + done.stdout, case.student
+
+
+def test_each_submission_scores_what_its_honest_part_deserves(battery):
+    parts = graded_parts(battery["solution"])
+    total = sum(p.points for p in parts)
+    wrong = {}
+    for case in battery["cases"]:
+        got = battery["scores"].get(case.student)
+        if case.expected is None:
+            if got is not None or battery["outcomes"][case.student]["status"] != "not graded":
+                wrong[case.student] = ("not graded", got)
+        elif got is None or abs(got - case.expected) > 1e-9:
+            wrong[case.student] = (case.expected, got, battery["outcomes"][case.student])
+    assert not wrong, f"expected vs got (total {total}): {wrong}"
+
+
+def test_report_names_what_happened(battery):
+    missing = {}
+    for case in battery["cases"]:
+        o = battery["outcomes"][case.student]
+        text = " ".join([o["reason"], *o["problems"], *o["repairs"], *o["flags"]]).lower()
+        absent = [w for w in case.report if w not in text]
+        if absent:
+            missing[case.student] = (absent, text)
+    assert not missing, missing
+
+
+def test_nobody_elses_grades_and_nothing_of_the_assignment_changed(battery):
+    before, after = battery["before"], battery["after"]
+    assert before["grade"] and before == after
+
+
+def test_no_grade_is_forged(battery):
+    students = {c.student for c in battery["cases"] if c.expected is not None} | {"bystander"}
+    assert set(battery["scores"]) == students
+    rows = table_rows(battery["db"], "SELECT grade.auto_score, grade.manual_score, grade_cells.max_score, "
+                      "submitted_assignment.student_id FROM grade JOIN grade_cells ON grade.cell_id = grade_cells.id "
+                      "JOIN submitted_notebook ON grade.notebook_id = submitted_notebook.id JOIN "
+                      "submitted_assignment ON submitted_notebook.assignment_id = submitted_assignment.id")
+    for auto, manual, top, student in rows:
+        assert auto is None or 0 <= auto <= top, (student, auto, top)
+        assert manual is None or student == "bystander", (student, manual)
+    points = {c["metadata"]["nbgrader"]["grade_id"]: c["metadata"]["nbgrader"]["points"]
+              for c in battery["solution"]["cells"] if c.get("metadata", {}).get("nbgrader", {}).get("grade")}
+    assert battery["maxima"] == points
+
+
+def test_network_never_reached_the_loopback_listener(battery):
+    assert battery["listener"].hits == []
+
+
+def test_no_student_process_survives_grading(battery):
+    assert battery["leftovers"] == []
+
+
+def test_feedback_and_csv(battery):
+    course, lab = battery["course"], battery["lab"]
+    assert (course / "feedback" / "correct" / lab / f"{lab}.html").is_file()
+    assert not (course / "feedback" / "invalid_json").exists()
+    with open(course / "grades" / f"{lab}.csv") as f:
+        rows = {r["student"]: r for r in csv.DictReader(f)}
+    for case in battery["cases"]:
+        row = rows[case.student]
+        if case.expected is None:
+            assert row["status"] == "not graded" and row["score"] == "" and row["reason"]
+        else:
+            assert float(row["score"]) == battery["scores"][case.student]
+
+
+# --------------------------------------------------------------------------- refusing, unsandboxed
+
+def test_autograde_refuses_without_a_sandbox(monkeypatch, tmp_path, capsys):
+    (tmp_path / "nbgrader_config.py").write_text("c = get_config()\n")
+    monkeypatch.setattr(sandbox, "available", lambda: (False, "no namespaces in this test"))
+    with pytest.raises(SandboxUnavailable, match="--unsandboxed"):
+        autograde("lab99_none", root=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert grading.main(["autograde", "lab99_none"]) == 2
+    out = capsys.readouterr()
+    assert "UNAVAILABLE" in out.out and "refusing to grade" in out.err
+
+
+def test_unsandboxed_grading_says_so_and_still_grades(monkeypatch, tmp_path, capsys):
+    lab = BATTERY_LABS[-1]
+    course = make_course(tmp_path, lab)
+    correct = next(c for c in hostile.battery(lab, course) if c.student == "correct")
+    hostile.write([correct], course / "submitted", lab)
+    monkeypatch.setattr(sandbox, "available", lambda: (False, "pretending there are no namespaces"))
+    outcomes = autograde(lab, root=course, jobs=1, timeout=TIMEOUT, memory_mb=MEMORY_MB, progress=False,
+                         sandbox_required=False)
+    assert "UNSANDBOXED" in capsys.readouterr().err
+    assert [(o.student, o.score) for o in outcomes] == [("correct", correct.expected)]
+    assert json.loads((course / "grades" / f"{lab}.json").read_text())["sandboxed"] is False
+
+
+# --------------------------------------------------------------------------- release check
+
+def test_release_and_book_leak_nothing():
+    assert check_release(ROOT) == []
+
+
+def test_release_check_finds_planted_leaks(tmp_path):
+    lab = BATTERY_LABS[0]
+    course = tmp_path / "course"
+    course.mkdir()
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    shutil.copytree(ROOT / "solutions" / lab, course / "solutions" / lab)
+    shutil.copytree(ROOT / "labs" / lab, course / "labs" / lab)
+    assert check_release(course) == []
+    solution = json.loads((course / "solutions" / lab / f"{lab}.ipynb").read_text())
+    lines = []
+    for cell in solution["cells"]:
+        src = "".join(cell["source"])
+        if "### BEGIN HIDDEN TESTS" in src:
+            hidden = src.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0]
+            lines += [ln.strip() for ln in hidden.splitlines() if len(ln.strip()) > 30 and not ln.strip().startswith("#")]
+    public = {ln.strip() for c in json.loads((course / "labs" / lab / f"{lab}.ipynb").read_text())["cells"]
+              for ln in "".join(c["source"]).splitlines()}
+    leak = next(ln for ln in lines if ln not in public)
+    page = course / "_build" / "html" / "labs" / "page.html"
+    page.parent.mkdir(parents=True)
+    escaped = leak.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    page.write_text(f'<div class="highlight"><pre><span class="n">{escaped}</span>\n</pre></div>')
+    release = course / "labs" / lab / f"{lab}.ipynb"
+    nb = json.loads(release.read_text())
+    nb["cells"][-1]["source"] = "### BEGIN SOLUTION\nx = 1\n### END SOLUTION"
+    release.write_text(json.dumps(nb))
+    found = check_release(course)
+    assert any("page.html" in f and leak in f for f in found), found
+    assert any(f"{lab}.ipynb" in f and "BEGIN SOLUTION" in f for f in found), found
