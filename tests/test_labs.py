@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from course_utils.grading import MARKERS, _env, find_root, generate, graded_parts, list_labs, nbgrader_command
+from course_utils.grading import MARKERS, _env, _secret_and_public, find_root, generate, graded_parts, list_labs, nbgrader_command
 
 ROOT = find_root(Path(__file__).parent)
 LABS = list_labs(ROOT)
@@ -42,20 +42,7 @@ def strip_markers(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if line.strip() not in MARKERS)
 
 
-def secret_and_public_lines(nb: dict) -> tuple[set[str], set[str]]:
-    """Lines inside solution/hidden-test markers, and lines outside them."""
-    secret, public = set(), set()
-    for cell in nb["cells"]:
-        inside = False
-        for line in source(cell).splitlines():
-            s = line.strip()
-            if s in ("### BEGIN SOLUTION", "### BEGIN HIDDEN TESTS"):
-                inside = True
-            elif s in ("### END SOLUTION", "### END HIDDEN TESTS"):
-                inside = False
-            elif s:
-                (secret if inside else public).add(s)
-    return secret, public
+secret_and_public_lines = _secret_and_public  # lines inside solution/hidden-test markers, and outside
 
 
 def lab_notebook(folder: Path, lab: str) -> Path:
