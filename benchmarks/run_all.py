@@ -1,0 +1,45 @@
+"""Run every CPU benchmark and collect the tables into benchmarks/RESULTS.md.
+
+    python benchmarks/run_all.py
+
+Each script prints its table and keeps it in benchmarks/results/NAME.md;
+RESULTS.md is those files in order, under a header naming the machine.
+Run it on an otherwise idle machine: the ratios compare code in one process,
+but a loaded machine distorts them (thread oversubscription in particular).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = ["train_step", "generate", "encoder", "cpu_efficiency", "bpe_training"]
+
+
+def main() -> int:
+    for name in SCRIPTS:
+        print(f"== {name}", flush=True)
+        out = subprocess.run([sys.executable, str(HERE / f"{name}.py")], cwd=HERE, check=True,
+                             capture_output=True, text=True).stdout
+        print(out, flush=True)
+        result = HERE / "results" / f"{name}.md"
+        if name == "bpe_training":  # prints its own table; keep it as the result
+            result.parent.mkdir(exist_ok=True)
+            result.write_text(f"## BPE training, ours vs Hugging Face tokenizers\n\n{out}")
+    sys.path.insert(0, str(HERE))
+    from common import machine
+
+    parts = [f"# Benchmark results\n\nMade by `python benchmarks/run_all.py` on: {machine()}.\n"]
+    for name in SCRIPTS + ["grading"]:
+        path = HERE / "results" / f"{name}.md"
+        if path.is_file():
+            parts.append(path.read_text())
+    (HERE / "RESULTS.md").write_text("\n".join(parts))
+    print(f"wrote {HERE / 'RESULTS.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
