@@ -6,12 +6,14 @@ One module per concept, mirroring the chapters:
 module                    what it holds
 ========================  ==============================================
 ``device``                device choice, autocast dtype, seeding
+``rnn``                   n-grams, RNN/LSTM language models, recall
 ``attention``             scaled dot-product and multi-head attention
 ``transformer``           encoder-only, decoder-only and encoder-decoder
 ``training``              one training loop for all three models
 ``tokenization``          character, word and byte-level BPE tokenizers
 ``data``                  offline corpora, batching and collators
 ``sampling``              temperature, top-k and top-p
+``curation``              pre-training data filters and deduplication
 ``memory``                GPU memory for inference and training
 ``quantization``          number formats and int8 quantization
 ``plotting``              the figures of the book
@@ -31,6 +33,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "attention",
+    "curation",
     "data",
     "device",
     "grading",
