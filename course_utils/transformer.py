@@ -383,27 +383,29 @@ class DecoderOnlyLM(_LanguageModel):
         was_training = self.training
         self.eval()
         B, n_ctx = input_ids.shape[0], self.config.block_size
-        caches = self._new_caches(len(self.blocks), B, input_ids.device) if use_cache else None
-        logits = self(input_ids, caches=caches)[0][:, -1]  # (B, V)
         out = [input_ids]
-        length = input_ids.shape[1]
-        finished = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
-        for step in range(max_new_tokens):
-            next_id = pick(logits)  # (B,)
-            if eos_token_id is not None:
-                next_id = next_id.masked_fill(finished, self.config.pad_token_id)
-                finished |= next_id == eos_token_id
-            out.append(next_id[:, None])
-            length += 1
-            if step == max_new_tokens - 1 or (eos_token_id is not None and bool(finished.all())):
-                break
-            if use_cache and length <= n_ctx:
-                logits = self(next_id[:, None], caches=caches)[0][:, -1]
-            else:  # sliding window over the last n_ctx tokens
-                window = torch.cat(out, dim=1)[:, -n_ctx:]
-                logits = self(window)[0][:, -1]
+        # inference_mode skips autograd's bookkeeping on every small op of every step
+        with torch.inference_mode():
+            caches = self._new_caches(len(self.blocks), B, input_ids.device) if use_cache else None
+            logits = self(input_ids, caches=caches)[0][:, -1]  # (B, V)
+            length = input_ids.shape[1]
+            finished = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
+            for step in range(max_new_tokens):
+                next_id = pick(logits)  # (B,)
+                if eos_token_id is not None:
+                    next_id = next_id.masked_fill(finished, self.config.pad_token_id)
+                    finished |= next_id == eos_token_id
+                out.append(next_id[:, None])
+                length += 1
+                if step == max_new_tokens - 1 or (eos_token_id is not None and bool(finished.all())):
+                    break
+                if use_cache and length <= n_ctx:
+                    logits = self(next_id[:, None], caches=caches)[0][:, -1]
+                else:  # sliding window over the last n_ctx tokens
+                    window = torch.cat(out, dim=1)[:, -n_ctx:]
+                    logits = self(window)[0][:, -1]
         self.train(was_training)
-        return torch.cat(out, dim=1)
+        return torch.cat(out, dim=1)  # outside inference_mode: an ordinary tensor, usable for training
 
     @classmethod
     def from_hf(cls, hf_model) -> "DecoderOnlyLM":

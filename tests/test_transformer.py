@@ -106,6 +106,16 @@ def test_cached_and_uncached_decoding_agree():
     assert torch.equal(ours.generate(prompt, 30), ours.generate(prompt, 30, use_cache=False))
 
 
+def test_generated_ids_can_be_trained_on():
+    # generate runs under inference_mode for speed; what it returns must still be an ordinary tensor
+    ours = DecoderOnlyLM(TransformerConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    out = ours.generate(torch.randint(0, 50, (2, 4)), 6)
+    assert not out.is_inference()
+    _, loss = ours(out, labels=out)
+    loss.backward()
+    assert ours.wte.weight.grad is not None
+
+
 def test_generation_slides_past_the_context_window():
     ours = DecoderOnlyLM(TransformerConfig(vocab_size=50, block_size=12, n_layer=1, n_head=2, n_embd=16)).eval()
     prompt = torch.randint(0, 50, (1, 10))
