@@ -4,6 +4,9 @@
 
 Each script prints its table and keeps it in benchmarks/results/NAME.md;
 RESULTS.md is those files in order, under a header naming the machine.
+The slower measurements made by their own commands (``grading.py``, and
+``notebooks.py`` for the labs, chapters and book build) are included from
+their last run.
 Run it on an otherwise idle machine: the ratios compare code in one process,
 but a loaded machine distorts them (thread oversubscription in particular).
 """
@@ -32,7 +35,7 @@ def main() -> int:
     from common import machine
 
     parts = [f"# Benchmark results\n\nMade by `python benchmarks/run_all.py` on: {machine()}.\n"]
-    for name in SCRIPTS + ["grading"]:
+    for name in SCRIPTS + ["labs", "chapters", "book", "grading"]:
         path = HERE / "results" / f"{name}.md"
         if path.is_file():
             parts.append(path.read_text())
