@@ -17,9 +17,12 @@ one sitting, and one experiment that shows where they fall short:
 3. **Associative recall** (Ba et al., 2016, "Using Fast Weights to Attend to
    the Recent Past"; Arora et al., 2023, "Zoology"): ``k1 v1 ... kn vn q`` ->
    the value of key ``q``. Attention looks the key up; a fixed-size state has to
-   have stored every pair. :func:`associative_recall_experiment` trains an LSTM
-   and a small transformer for the same wall-clock time and compares them;
-   :func:`context_cost_table` shows the price attention pays for its memory.
+   have stored every pair. Copying (Graves et al., 2014, "Neural Turing
+   Machines"; Jelassi et al., 2024, "Repeat After Me") is recall by position:
+   ``x1 .. xL SEP`` -> ``x1 .. xL``. :func:`associative_recall_experiment` trains
+   an LSTM and a small transformer on either task for the same wall-clock time
+   and compares them; :func:`context_cost_table` shows the price attention pays
+   for its memory.
 
 ``RNNLM`` follows the calling convention of :class:`course_utils.transformer.DecoderOnlyLM`
 (Hugging Face names): ``logits, loss = model(input_ids, labels=None, attention_mask=None)``,
@@ -49,6 +52,8 @@ __all__ = [
     "recall_batch",
     "recall_collate",
     "recall_accuracy",
+    "copy_batch",
+    "copy_accuracy",
     "RECALL_MODELS",
     "associative_recall_experiment",
     "context_cost_table",
@@ -130,7 +135,8 @@ class NGramLM:
             self.vocab = seen
         else:
             self.vocab = list(dict.fromkeys(vocab))
-            missing = [t for t in seen if t not in set(self.vocab)]
+            known = set(self.vocab)
+            missing = [t for t in seen if t not in known]
             if missing:
                 raise ValueError(f"vocab must contain every training token, got one without {missing[:5]}")
         self.n, self.k = n, float(k)
@@ -467,6 +473,48 @@ def recall_accuracy(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> floa
     return (logits[:, -2].argmax(dim=-1) == batch["labels"][:, -1]).float().mean().item()
 
 
+def copy_batch(batch_size: int, length: int = 16, vocab_size: int = 64, generator: torch.Generator | None = None,
+               device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+    """Fresh copying sequences as a language-modelling batch: recall by position.
+
+    ``length`` random symbols (ids ``0 .. vocab_size - 2``), a separator
+    ``SEP = vocab_size - 1``, then the same symbols again; only the copy is
+    scored (the layout of :func:`course_utils.data.copy_task`)::
+
+        input_ids  x1   ...  xL  SEP  x1 ... xL        (B, T = 2 L + 1)
+        labels    -100  ... -100 -100 x1 ... xL
+
+    Each copied token sits ``L + 1`` positions after its original, so attention
+    can fetch it by relative position, while a recurrent model must have stored
+    all ``L`` symbols in its state (Graves et al., 2014; Jelassi et al., 2024).
+    Random numbers are drawn on the CPU with ``generator``, then moved to ``device``.
+    Example (vocab 4, length 2): ``input_ids [[2, 0, 3, 2, 0]]``, ``labels [[-100, -100, -100, 2, 0]]``.
+    """
+    _check_int("batch_size", batch_size, 1)
+    _check_int("length", length, 1)
+    _check_int("vocab_size", vocab_size, 2)
+    x = torch.randint(vocab_size - 1, (batch_size, length), generator=generator)  # (B, L)
+    sep = torch.full((batch_size, 1), vocab_size - 1, dtype=torch.long)
+    input_ids = torch.cat([x, sep, x], dim=1)  # (B, 2L + 1)
+    labels = input_ids.clone()
+    labels[:, :length + 1] = IGNORE_INDEX
+    batch = {"input_ids": input_ids, "labels": labels}
+    return {k: v.to(device) for k, v in batch.items()} if device is not None else batch
+
+
+@torch.no_grad()
+def copy_accuracy(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> float:
+    """Share of the copied tokens (labels != -100) that are the argmax of the
+    prediction made one position earlier; ``batch`` as from :func:`copy_batch`."""
+    was_training = model.training
+    model.eval()
+    logits = model(batch["input_ids"])[0]  # (B, T, V)
+    model.train(was_training)
+    scored = batch["labels"][:, 1:] != IGNORE_INDEX  # (B, T-1): position t predicts t + 1
+    hits = logits[:, :-1].argmax(dim=-1) == batch["labels"][:, 1:]
+    return hits[scored].float().mean().item()
+
+
 # Model sizes of the experiment: about 0.95 M parameters for the LSTM, 0.1 M for the transformer (vocab 64).
 RECALL_MODELS: dict[str, dict[str, Any]] = {
     "lstm": {"n_embd": 128, "n_hidden": 256, "n_layer": 2, "lr": 3e-3},
@@ -496,8 +544,14 @@ def associative_recall_experiment(
     n_eval: int = 1000,
     sizes: Mapping[str, Mapping[str, Any]] | None = None,
     log_every: int = 10,
+    task: str = "recall",
 ) -> dict[str, dict[str, Any]]:
     """Train each model on fresh recall batches for the same wall-clock time, then test it.
+
+    ``task="recall"`` (the default): :func:`recall_batch` with ``n_pairs`` pairs;
+    accuracy is the share of queries answered exactly. ``task="copy"``:
+    :func:`copy_batch` of ``2 * n_pairs`` symbols, as many tokens to remember as
+    the pairs hold; accuracy is the share of copied tokens predicted right.
 
     Each model (``"lstm"``, ``"rnn"``: an :class:`RNNLM`; ``"transformer"``: a
     :class:`course_utils.transformer.DecoderOnlyLM`; sizes and learning rates in
@@ -524,6 +578,8 @@ def associative_recall_experiment(
     """
     from .device import get_device
 
+    if task not in ("recall", "copy"):
+        raise ValueError(f"task must be 'recall' or 'copy', got {task!r}")
     _check_recall_sizes(n_pairs, vocab_size)
     for name, value in (("batch_size", batch_size), ("n_eval", n_eval), ("log_every", log_every)):
         _check_int(name, value, 1)
@@ -535,7 +591,14 @@ def associative_recall_experiment(
         raise ValueError(f"sizes must be keyed by names from {tuple(RECALL_MODELS)}, got keys {sorted(sizes)}")
     _check_int("seed", seed, 0)
     device = get_device(device)
-    block_size = 2 * n_pairs + 2
+    if task == "recall":
+        block_size = 2 * n_pairs + 2
+        make_batch = lambda n, gen: recall_batch(n, n_pairs, vocab_size, generator=gen, device=device)
+        accuracy = recall_accuracy
+    else:
+        block_size = 4 * n_pairs + 1
+        make_batch = lambda n, gen: copy_batch(n, 2 * n_pairs, vocab_size, generator=gen, device=device)
+        accuracy = copy_accuracy
     results: dict[str, dict[str, Any]] = {}
     for name in models:
         cfg = {**RECALL_MODELS[name], **(dict(sizes.get(name, {})) if sizes else {})}
@@ -552,7 +615,7 @@ def associative_recall_experiment(
         while elapsed < time_budget_s:
             for group in optimizer.param_groups:
                 group["lr"] = cfg["lr"] * min(1.0, (steps + 1) / 50)  # linear warmup over 50 steps
-            batch = recall_batch(batch_size, n_pairs, vocab_size, generator=data, device=device)
+            batch = make_batch(batch_size, data)
             _, loss = model(**batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -574,7 +637,7 @@ def associative_recall_experiment(
         correct = 0
         for chunk_start in range(0, n_eval, 500):
             n = min(500, n_eval - chunk_start)
-            correct += round(recall_accuracy(model, recall_batch(n, n_pairs, vocab_size, eval_gen, device)) * n)
+            correct += accuracy(model, make_batch(n, eval_gen)) * n
         results[name] = {
             "accuracy": correct / n_eval,
             "steps": steps,

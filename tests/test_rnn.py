@@ -17,12 +17,15 @@ from course_utils.rnn import (
     RNNLM,
     associative_recall_experiment,
     context_cost_table,
+    copy_accuracy,
+    copy_batch,
     ngram_counts,
     recall_accuracy,
     recall_batch,
     recall_collate,
     rnn_step,
 )
+from course_utils.data import copy_task
 from course_utils.sampling import sample_next
 from course_utils.transformer import DecoderOnlyLM, TransformerConfig
 
@@ -378,3 +381,43 @@ def test_context_cost_table_bad_input():
         context_cost_table([8, 0], RNNLM(50, 16, 32), cfg)
     with pytest.raises(TypeError, match="transformer must be a TransformerConfig"):
         context_cost_table([8], RNNLM(50, 16, 32), "gpt")
+
+
+# ----------------------------------------------------------------------------- copying
+
+
+def test_copy_batch_layout_by_hand():
+    batch = copy_batch(3, length=4, vocab_size=6, generator=torch.Generator().manual_seed(0))
+    ids, labels = batch["input_ids"], batch["labels"]
+    assert ids.shape == labels.shape == (3, 9)
+    assert ids[:, 4].tolist() == [5, 5, 5]  # the separator is the last id
+    assert ids[:, :4].max().item() <= 4  # symbols never use the separator's id
+    assert torch.equal(ids[:, 5:], ids[:, :4])  # the copy
+    assert (labels[:, :5] == -100).all() and torch.equal(labels[:, 5:], ids[:, :4])
+    # same layout as course_utils.data.copy_task
+    row = copy_task(1, length=4, vocab_size=6, seed=0)[0]
+    assert len(row["input_ids"]) == 9 and row["input_ids"][4] == 5
+    assert row["labels"][:5] == [-100] * 5
+
+
+def test_copy_accuracy_counts_only_the_copied_tokens():
+    batch = copy_batch(2, length=3, vocab_size=5, generator=torch.Generator().manual_seed(1))
+
+    class Oracle(torch.nn.Module):  # predicts the true next token everywhere except at one copied position
+        def forward(self, input_ids):
+            nxt = torch.roll(input_ids, -1, dims=1)
+            nxt[0, 4] = (nxt[0, 4] + 1) % 5  # position 4 predicts token 5, the 2nd copied token of row 0: wrong
+            nxt[:, 0] = (nxt[:, 0] + 1) % 5  # position 0 is not scored: errors there must not count
+            return (F.one_hot(nxt, 5).float(), None)
+
+    assert copy_accuracy(Oracle(), batch) == pytest.approx(5 / 6)
+
+
+def test_tiny_copy_experiment_and_bad_task():
+    res = associative_recall_experiment(
+        n_pairs=2, vocab_size=8, time_budget_s=0.3, models=("transformer",), seed=0, progress=False,
+        device="cpu", batch_size=8, n_eval=20, log_every=2, task="copy",
+        sizes={"transformer": {"n_embd": 8, "n_head": 2}})
+    assert set(res) == {"transformer"} and 0.0 <= res["transformer"]["accuracy"] <= 1.0
+    with pytest.raises(ValueError, match="task must be 'recall' or 'copy', got 'sort'"):
+        associative_recall_experiment(task="sort", progress=False)
