@@ -21,6 +21,7 @@ from matplotlib.colors import to_rgba  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from course_utils.plotting import (  # noqa: E402
+    plot_recall_race,
     pca_project,
     plot_accuracy_vs_shots,
     plot_attention,
@@ -407,3 +408,23 @@ def test_figures_do_not_leak_into_pyplot():
     render(plot_attention(np.eye(3), list("abc")))
     render(plot_accuracy_vs_shots([0, 1], [0.5, 1.0]))
     assert plt.get_fignums() == before  # nothing left open for plt.show() to pop up
+
+
+def test_plot_recall_race_draws_each_model_and_chance():
+    results = {
+        "lstm": {"accuracy": 0.2, "params": 1000, "loss_curve": {"time": [1.0, 2.0], "loss": [3.0, 2.9]}},
+        "transformer": {"accuracy": 1.0, "params": 200, "loss_curve": {"time": [1.0, 2.0, 3.0], "loss": [3.0, 1.0, 0.1]}},
+    }
+    fig = plot_recall_race(results, chance=0.25)
+    ax_loss, ax_acc = fig.axes
+    lines = [ln for ln in ax_loss.get_lines() if ln.get_linestyle() != ":"]
+    assert [list(ln.get_ydata()) for ln in lines] == [[3.0, 2.9], [3.0, 1.0, 0.1]]
+    chance_line = [ln for ln in ax_loss.get_lines() if ln.get_linestyle() == ":"][0]
+    assert np.allclose(chance_line.get_ydata(), np.log(4))
+    assert [p.get_height() for p in ax_acc.patches] == [20.0, 100.0]
+    assert "transformer (200 parameters)" in legend_texts(ax_loss)
+    render(fig)
+    with pytest.raises(ValueError, match=r"chance must be a number in \(0, 1\), got 0"):
+        plot_recall_race(results, chance=0)
+    with pytest.raises(ValueError, match="results\\['lstm'\\] must hold"):
+        plot_recall_race({"lstm": {"accuracy": 0.1}}, chance=0.5)
