@@ -1,6 +1,7 @@
 """Run every CPU benchmark and collect the tables into benchmarks/RESULTS.md.
 
-    python benchmarks/run_all.py
+    python benchmarks/run_all.py            # run every CPU benchmark, then collect
+    python benchmarks/run_all.py --collect  # only collect the last results into RESULTS.md
 
 Each script prints its table and keeps it in benchmarks/results/NAME.md;
 RESULTS.md is those files in order, under a header naming the machine.
@@ -18,11 +19,11 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["train_step", "generate", "encoder", "cpu_efficiency", "bpe_training"]
+SCRIPTS = ["train_step", "generate", "encoder", "profiles", "cpu_efficiency", "bpe_training"]
 
 
-def main() -> int:
-    for name in SCRIPTS:
+def main(argv: list[str]) -> int:
+    for name in [] if "--collect" in argv else SCRIPTS:
         print(f"== {name}", flush=True)
         out = subprocess.run([sys.executable, str(HERE / f"{name}.py")], cwd=HERE, check=True,
                              capture_output=True, text=True).stdout
@@ -35,6 +36,9 @@ def main() -> int:
     from common import machine
 
     parts = [f"# Benchmark results\n\nMade by `python benchmarks/run_all.py` on: {machine()}.\n"]
+    targets = HERE / "results" / "targets.md"  # the analysis, written by hand against these tables
+    if targets.is_file():
+        parts.append(targets.read_text())
     for name in SCRIPTS + ["labs", "chapters", "book", "grading"]:
         path = HERE / "results" / f"{name}.md"
         if path.is_file():
@@ -45,4 +49,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))
