@@ -17,7 +17,8 @@ from common import alternate, save, table
 from course_utils.transformer import EncoderOnlyLM
 
 
-def main() -> None:
+def models() -> tuple[EncoderOnlyLM, BertModel, torch.Tensor, torch.Tensor]:
+    """Ours and a BertModel with the same weights (about 5 M parameters), ids (8, 256) and their mask."""
     logging.set_verbosity_error()
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=8192, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
@@ -26,9 +27,13 @@ def main() -> None:
     ours = EncoderOnlyLM.from_hf(mlm).eval()
     bert = BertModel(cfg, add_pooling_layer=False).eval()
     bert.load_state_dict(mlm.bert.state_dict(), strict=False)
-    B, T = 8, 256
-    ids = torch.randint(0, cfg.vocab_size, (B, T))
-    mask = torch.ones_like(ids)
+    ids = torch.randint(0, cfg.vocab_size, (8, 256))
+    return ours, bert, ids, torch.ones_like(ids)
+
+
+def main() -> None:
+    ours, bert, ids, mask = models()
+    B, T = ids.shape
     with torch.no_grad():
         diff = (ours.encode(ids, mask) - bert(ids, attention_mask=mask).last_hidden_state).abs().max().item()
     assert diff < 1e-4, diff

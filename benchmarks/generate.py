@@ -19,14 +19,19 @@ from course_utils.transformer import DecoderOnlyLM
 PROMPT, NEW = 32, 256
 
 
-def main() -> None:
+def models() -> tuple[GPT2LMHeadModel, DecoderOnlyLM, torch.Tensor, torch.Tensor]:
+    """The benchmark's GPT-2 (about 4 M parameters), ours with its weights, a prompt (1, PROMPT) and its mask."""
     logging.set_verbosity_error()
     torch.manual_seed(0)
     cfg = GPT2Config(vocab_size=4096, n_positions=512, n_embd=256, n_layer=4, n_head=4, bos_token_id=0, eos_token_id=0)
     hf = GPT2LMHeadModel(cfg).eval()
     ours = DecoderOnlyLM.from_hf(hf).eval()
     prompt = torch.randint(1, cfg.vocab_size, (1, PROMPT))
-    mask = torch.ones_like(prompt)
+    return hf, ours, prompt, torch.ones_like(prompt)
+
+
+def main() -> None:
+    hf, ours, prompt, mask = models()
     outputs = {}
 
     def run(name, fn):

@@ -21,11 +21,10 @@ from collections import Counter
 
 import torch
 from torch.profiler import ProfilerActivity, profile
-from transformers import BertConfig, BertForMaskedLM, BertModel, GPT2Config, GPT2LMHeadModel
-from transformers.utils import logging
 
+import encoder
+import generate
 from common import save, table
-from course_utils.transformer import DecoderOnlyLM, EncoderOnlyLM
 
 TOP = 8
 
@@ -55,13 +54,7 @@ def compare(name: str, fns: dict, per: int, unit: str) -> str:
 
 
 def main() -> None:
-    logging.set_verbosity_error()
-    torch.manual_seed(0)
-    gcfg = GPT2Config(vocab_size=4096, n_positions=512, n_embd=256, n_layer=4, n_head=4, bos_token_id=0, eos_token_id=0)
-    hf = GPT2LMHeadModel(gcfg).eval()
-    ours = DecoderOnlyLM.from_hf(hf).eval()
-    prompt = torch.randint(1, gcfg.vocab_size, (1, 32))
-    mask = torch.ones_like(prompt)
+    hf, ours, prompt, mask = generate.models()
     new = 64
 
     def ours_gen():
@@ -76,14 +69,7 @@ def main() -> None:
     body = compare("Greedy generation, batch 1 (4.3 M parameters)",
                    {"DecoderOnlyLM.generate": ours_gen, "GPT2LMHeadModel.generate": hf_gen}, new, "token")
 
-    bcfg = BertConfig(vocab_size=8192, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-                      intermediate_size=1024, max_position_embeddings=256)
-    mlm = BertForMaskedLM(bcfg).eval()
-    enc = EncoderOnlyLM.from_hf(mlm).eval()
-    bert = BertModel(bcfg, add_pooling_layer=False).eval()
-    bert.load_state_dict(mlm.bert.state_dict(), strict=False)
-    ids = torch.randint(0, bcfg.vocab_size, (8, 256))
-    amask = torch.ones_like(ids)
+    enc, bert, ids, amask = encoder.models()
 
     def ours_enc():
         with torch.no_grad():
