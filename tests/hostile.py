@@ -101,6 +101,13 @@ class Lab:
                 cell["source"] = _src(cell) + "\n\n" + code
         return nb
 
+    def unsolved_with(self, code: str) -> dict:
+        """The student version with ``code`` at the end of every part's last solution cell."""
+        nb = self.solved([])
+        for k in self.all():
+            nb = self.append_to_part(nb, k, code)
+        return nb
+
     def after_imports(self, nb: dict, code: str) -> dict:
         """Insert a student cell before the first solution cell."""
         first = next(i for i, c in enumerate(nb["cells"]) if c.get("metadata", {}).get("nbgrader", {}).get("solution"))
@@ -270,11 +277,8 @@ def battery(lab: str, root: str | Path | None = None, *, port: int = 9, marker: 
                  "    for _cell in _nb['cells']:\n        if _cell['cell_type'] == 'code' and 'def ' in ''.join(_cell['source']):\n"
                  "            try:\n                exec(''.join(_cell['source']))\n            except Exception:\n                pass\n"
                  "except OSError as e:\n    print('cannot read it:', e)\n")
-    nb = lab_.solved([])
-    for k in range(1, n + 1):
-        nb = lab_.append_to_part(nb, k, copy_code)
     add("other_student", "nothing solved; executes the answers of the student `correct` from their file",
-        0, nb, ["files outside the submission"])
+        0, lab_.unsolved_with(copy_code), ["files outside the submission"])
 
     source = root / "solutions" / lab / nb_name
     key = (f"import json, os\nfor _p in ({str(source)!r}, os.path.expanduser('~/.bash_history'), '/root/.ssh/id_rsa'):\n"
@@ -282,11 +286,8 @@ def battery(lab: str, root: str | Path | None = None, *, port: int = 9, marker: 
            "        continue\n    if _p.endswith('.ipynb'):\n        for _cell in json.loads(_text)['cells']:\n"
            "            if 'BEGIN SOLUTION' in ''.join(_cell['source']):\n"
            "                exec(''.join(_cell['source']))\n")
-    nb = lab_.solved([])
-    for k in range(1, n + 1):
-        nb = lab_.append_to_part(nb, k, key)
     add("instructor_files", "nothing solved; executes the instructor's solutions/ notebook and reads the home folder",
-        0, nb, ["files outside the submission"])
+        0, lab_.unsolved_with(key), ["files outside the submission"])
 
     spawn = (f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(900)', "
              f"{marker!r}], start_new_session=True)\n")
