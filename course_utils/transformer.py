@@ -35,6 +35,7 @@ __all__ = [
     "EncoderOnlyLM",
     "DecoderOnlyLM",
     "EncoderDecoderLM",
+    "init_weights",
 ]
 
 IGNORE_INDEX = -100  # label value that the loss skips (PyTorch's and Hugging Face's default)
@@ -170,6 +171,51 @@ def _init_weights(model: nn.Module, n_layer: int) -> None:
             nn.init.normal_(p, mean=0.0, std=std)
         elif name.endswith("bias"):
             nn.init.zeros_(p)
+
+
+INIT_SCHEMES = ("gpt2", "lecun")
+
+
+def init_weights(model: nn.Module, scheme: str = "gpt2") -> nn.Module:
+    """Draw every parameter of ``model`` afresh, in place, and return ``model``.
+
+    ``scheme="gpt2"`` is what each model of this module gets when it is built
+    (Radford et al., 2019): N(0, 0.02) for embeddings and weight matrices,
+    residual output projections (``c_proj``) at 0.02 / sqrt(2 * layers), zero
+    biases, LayerNorm gains 1. ``scheme="lecun"`` (LeCun et al., 1998) keeps
+    the scale of the signal instead: embeddings N(0, 1) (PyTorch's default for
+    ``nn.Embedding``), each ``nn.Linear`` weight N(0, 1 / in_features), zero
+    biases, LayerNorm gains 1. A weight tied to an embedding (the LM head) is
+    drawn once, as the embedding. Draws come from the global torch generator,
+    so ``torch.manual_seed`` makes them reproducible.
+
+    Why two: on small synthetic tasks the scale of the start can decide whether
+    a circuit forms at all; chapter 2 measures this on key-value recall.
+    """
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"scheme must be one of {INIT_SCHEMES}, got {scheme!r}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    with torch.no_grad():
+        if scheme == "gpt2":
+            n_layer = sum(1 for m in model.modules() if isinstance(m, Block))
+            _init_weights(model, max(n_layer, 1))
+            for m in model.modules():
+                if isinstance(m, nn.LayerNorm):
+                    m.reset_parameters()
+            return model
+        embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+        for m in model.modules():
+            if isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight, mean=0.0, std=1.0)
+            elif isinstance(m, nn.Linear):
+                if id(m.weight) not in embeddings:  # a tied head is drawn as its embedding
+                    nn.init.normal_(m.weight, mean=0.0, std=m.in_features ** -0.5)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                m.reset_parameters()
+    return model
 
 
 def _check_ids(input_ids: torch.Tensor, config: TransformerConfig, name: str = "input_ids", past: int = 0) -> None:

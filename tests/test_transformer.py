@@ -359,3 +359,83 @@ def test_encoder_decoder_sampling_is_reproducible():
     b = model.generate(src, 8, do_sample=True, top_p=0.9, generator=torch.Generator().manual_seed(0))
     assert torch.equal(a, b)
     assert torch.equal(model.generate(src, 8, do_sample=True, top_k=1), model.generate(src, 8))
+
+
+# ----------------------------------------------------------------------------- initialisation
+
+
+def _std_by_name(named):
+    """{our parameter name: std}; Hugging Face's ``transformer.h.0...`` is our ``blocks.0...``."""
+    out = {}
+    for name, p in named:
+        name = name.removeprefix("transformer.")
+        out["blocks." + name[2:] if name.startswith("h.") else name] = p.detach().float().std().item()
+    return out
+
+
+def test_gpt2_init_matches_hf_gpt2_initialisation_parameter_by_parameter():
+    from course_utils.transformer import init_weights
+
+    L, C = 3, 128
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(n_layer=L, n_embd=C, n_head=4, vocab_size=500, n_positions=256,
+                                    bos_token_id=0, eos_token_id=0))
+    ours = DecoderOnlyLM(TransformerConfig(vocab_size=500, block_size=256, n_layer=L, n_head=4, n_embd=C))
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.fill_(3.0)  # so only a real re-draw passes
+    init_weights(ours, "gpt2")
+    theirs = _std_by_name(hf.named_parameters())
+    mine = _std_by_name(ours.named_parameters())
+    assert set(mine) == set(theirs) - {"lm_head.weight"}
+    for name, std in mine.items():
+        if name.endswith("bias"):
+            assert std == theirs[name] == 0.0, name
+        elif "ln" in name:  # LayerNorm gains: ones in both
+            assert std == theirs[name] == 0.0 and ours.get_parameter(name).eq(1).all(), name
+        else:
+            assert std == pytest.approx(theirs[name], rel=0.05), name
+    assert mine["blocks.0.attn.c_proj.weight"] == pytest.approx(0.02 / (2 * L) ** 0.5, rel=0.05)
+    assert ours.lm_head.weight is ours.wte.weight
+
+
+@pytest.mark.parametrize("cls", [DecoderOnlyLM, EncoderOnlyLM, EncoderDecoderLM])
+def test_lecun_init_keeps_unit_variance_through_each_linear_layer(cls):
+    from course_utils.transformer import init_weights
+
+    torch.manual_seed(0)
+    model = cls(TransformerConfig(vocab_size=300, block_size=64, n_layer=2, n_head=4, n_embd=96))
+    assert init_weights(model, "lecun") is model
+    assert model.lm_head.weight is model.wte.weight  # the tie survives
+    assert model.wte.weight.std().item() == pytest.approx(1.0, rel=0.05)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.weight is not model.wte.weight]
+    assert linears
+    for m in linears:
+        assert m.bias is None or m.bias.abs().max().item() == 0.0
+        inp = torch.randn(4096, m.in_features)
+        assert m(inp).var().item() == pytest.approx(1.0, rel=0.15), m  # LeCun: Var(x W^T) = Var(x)
+    for m in model.modules():
+        if isinstance(m, torch.nn.LayerNorm):
+            assert m.weight.eq(1).all() and m.bias.eq(0).all()
+    # the GPT-2 start is ten times smaller in the embeddings and shrinks the signal in every linear layer
+    init_weights(model, "gpt2")
+    assert model.wte.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert linears[0](torch.randn(4096, linears[0].in_features)).var().item() < 0.5
+
+
+def test_init_weights_is_seeded_and_rejects_bad_input():
+    from course_utils.transformer import init_weights
+
+    def fresh(seed):
+        model = DecoderOnlyLM(TransformerConfig(vocab_size=40, block_size=8, n_layer=1, n_head=2, n_embd=16))
+        torch.manual_seed(seed)
+        return init_weights(model, "lecun").state_dict()
+
+    a, b, c = fresh(1), fresh(1), fresh(2)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["wte.weight"], c["wte.weight"])
+    model = DecoderOnlyLM(TransformerConfig(vocab_size=40, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    with pytest.raises(ValueError, match=r"scheme must be one of \('gpt2', 'lecun'\), got 'xavier'"):
+        init_weights(model, "xavier")
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got dict"):
+        init_weights({}, "gpt2")
