@@ -337,6 +337,35 @@ def test_experiment_bad_input():
         associative_recall_experiment(models=("gru",), progress=False)
     with pytest.raises(ValueError, match="time_budget_s must be a number > 0, got 0"):
         associative_recall_experiment(time_budget_s=0, progress=False)
+    with pytest.raises(ValueError, match="max_steps must be an int >= 1, got 0"):
+        associative_recall_experiment(max_steps=0, progress=False)
+    with pytest.raises(ValueError, match=r"scheme must be one of \('gpt2', 'lecun'\), got 'zeros'"):
+        associative_recall_experiment(time_budget_s=1, models=("transformer",), progress=False,
+                                      sizes={"transformer": {"init": "zeros"}})
+
+
+def test_max_steps_stops_training_at_that_count():
+    res = associative_recall_experiment(
+        n_pairs=2, vocab_size=8, time_budget_s=600, max_steps=7, models=("lstm", "transformer"), progress=False,
+        device="cpu", batch_size=4, n_eval=10, log_every=3,
+        sizes={"lstm": {"n_embd": 8, "n_hidden": 8}, "transformer": {"n_embd": 8, "n_head": 2}})
+    for r in res.values():
+        assert r["steps"] == 7 and r["loss_curve"]["step"] == [3, 6, 7]
+
+
+def test_recall_transformer_of_the_chapter_learns_the_lookup_with_8_pairs():
+    """The claim of chapter 2, at a fixed step count so it does not depend on the machine's speed:
+    the default transformer (RECALL_MODELS, init "lecun") leaves the log(8) plateau and answers
+    held-out queries. A model that only guessed among the values present would score about 1/8."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        res = associative_recall_experiment(models=("transformer",), time_budget_s=900, max_steps=3000,
+                                            progress=False, device="cpu", n_eval=1000)["transformer"]
+    finally:
+        torch.set_num_threads(threads)
+    assert res["steps"] == 3000
+    assert res["accuracy"] > 0.9, res["loss_curve"]["loss"][::20]
 
 
 # ----------------------------------------------------------------------------- context costs
