@@ -529,37 +529,55 @@ def plot_accuracy_vs_shots(
     return fig
 
 
-def plot_recall_race(results: Any, chance: float, title: str | None = None) -> "Figure":
+def plot_recall_race(results: Any, chance: float, title: str | None = None,
+                     baselines: Mapping[str, float] | None = None) -> "Figure":
     """Loss against training time, and final accuracy, of models trained for equal time.
 
     ``results``: what :func:`course_utils.rnn.associative_recall_experiment`
     returns, ``{name: {"accuracy": a, "params": n, "loss_curve": {"time": [...],
     "loss": [...]}}}``. ``chance``: the accuracy of guessing (0 < chance < 1),
     drawn as a dotted line in both panels (as the loss ``-log(chance)`` on the left).
+    ``baselines``: more reference accuracies, ``{label: accuracy}``, drawn
+    dashed the same way (for recall, ``{"guess among the values present": 1 / n_pairs}``).
+    The loss axis stops at twice the loss of guessing, so a large first loss
+    (a model that starts sure of wrong answers) does not flatten the rest.
     Example: ``plot_recall_race(associative_recall_experiment(time_budget_s=5), chance=1 / 32)``.
     """
+    import textwrap
+
     if not isinstance(results, dict) or not results:
         raise ValueError(f"results must be a non-empty dict of name -> result, got {type(results).__name__}")
     for name, r in results.items():
         if not isinstance(r, dict) or not {"accuracy", "params", "loss_curve"} <= set(r):
             raise ValueError(f"results[{name!r}] must hold 'accuracy', 'params' and 'loss_curve'")
-    if isinstance(chance, bool) or not isinstance(chance, (int, float)) or not 0 < chance < 1:
-        raise ValueError(f"chance must be a number in (0, 1), got {chance!r}")
+    levels = {"chance": chance, **dict(baselines or {})}
+    for label, level in levels.items():
+        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+            what = "chance" if label == "chance" else f"baselines[{label!r}]"
+            raise ValueError(f"{what} must be a number in (0, 1), got {level!r}")
     fig = _figure(10.0, 3.8)
     ax_loss, ax_acc = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
     names = list(results)
+    top = 0.0
     for i, name in enumerate(names):
         curve = results[name]["loss_curve"]
         x, y = _finite_pairs(list(curve["time"]), list(curve["loss"]), "time", "loss")
+        top = max([top, *y])
         ax_loss.plot(x, y, color=f"C{i}", label=f"{name} ({results[name]['params']:,} parameters)")
-    ax_loss.axhline(-np.log(chance), color="gray", linestyle=":", label="loss of guessing")
+    for j, (label, level) in enumerate(levels.items()):
+        style = ":" if label == "chance" else "--"
+        ax_loss.axhline(-np.log(level), color="gray", linestyle=style, alpha=1.0 - 0.3 * j,
+                        label="loss of guessing" if label == "chance" else f"loss: {label}")
+        ax_acc.axhline(100 * level, color="gray", linestyle=style, alpha=1.0 - 0.3 * j, label=label)
+    ax_loss.set_ylim(0, min(1.05 * max(top, -np.log(chance)), -2 * np.log(chance)))
     ax_loss.set_xlabel("training time (s)")
     ax_loss.set_ylabel("loss on the scored tokens (nats)")
     ax_loss.set_title(title or "Training for equal wall-clock time")
     ax_loss.legend(fontsize=8)
-    bars = ax_acc.bar(names, [100 * results[n]["accuracy"] for n in names], color=[f"C{i}" for i in range(len(names))])
+    bars = ax_acc.bar(range(len(names)), [100 * results[n]["accuracy"] for n in names],
+                      color=[f"C{i}" for i in range(len(names))])
+    ax_acc.set_xticks(range(len(names)), [textwrap.fill(n, 14) for n in names], fontsize=8)
     ax_acc.bar_label(bars, fmt="%.1f%%")
-    ax_acc.axhline(100 * chance, color="gray", linestyle=":", label="chance")
     ax_acc.set_ylim(0, 110)
     ax_acc.set_ylabel("held-out accuracy (%)")
     ax_acc.set_title("Accuracy after training")

@@ -428,3 +428,25 @@ def test_plot_recall_race_draws_each_model_and_chance():
         plot_recall_race(results, chance=0)
     with pytest.raises(ValueError, match="results\\['lstm'\\] must hold"):
         plot_recall_race({"lstm": {"accuracy": 0.1}}, chance=0.5)
+
+
+def test_plot_recall_race_baselines_clipped_loss_axis_and_long_names():
+    results = {
+        "lstm": {"accuracy": 0.2, "params": 10, "loss_curve": {"time": [1.0, 2.0], "loss": [3.5, 3.4]}},
+        "transformer, GPT-2 init": {"accuracy": 0.9, "params": 20,
+                                    "loss_curve": {"time": [1.0, 2.0, 3.0], "loss": [30.0, 2.0, 0.1]}},
+    }
+    fig = plot_recall_race(results, chance=1 / 32, baselines={"guess among the values present": 1 / 8})
+    ax_loss, ax_acc = fig.axes
+    dashed = [ln for ln in ax_loss.get_lines() if ln.get_linestyle() == "--"]
+    assert len(dashed) == 1 and np.allclose(dashed[0].get_ydata(), np.log(8))
+    assert any(np.allclose(ln.get_ydata(), 12.5) for ln in ax_acc.get_lines() if ln.get_linestyle() == "--")
+    assert ax_loss.get_ylim() == pytest.approx((0.0, 2 * np.log(32)))  # the first loss of 30 is off the axis
+    assert [t.get_text() for t in ax_acc.get_xticklabels()] == ["lstm", "transformer,\nGPT-2 init"]
+    assert "guess among the values present" in legend_texts(ax_acc)
+    render(fig)
+    small = plot_recall_race({"a": {"accuracy": 1.0, "params": 1, "loss_curve": {"time": [1.0], "loss": [0.5]}}},
+                             chance=0.5)
+    assert small.axes[0].get_ylim() == pytest.approx((0.0, 1.05 * np.log(2)))  # the guessing line stays visible
+    with pytest.raises(ValueError, match=r"baselines\['present'\] must be a number in \(0, 1\), got 2"):
+        plot_recall_race(results, chance=0.5, baselines={"present": 2})
