@@ -61,6 +61,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "TOP_LEVEL",
@@ -449,8 +450,11 @@ def copy_execution_cache(src: str | os.PathLike, dest: str | os.PathLike, old_ur
 
     ``src`` is left untouched (the copy is made first, then edited). Records of
     notebooks ``root`` is given for are re-pointed from ``root`` to ``edition``;
-    the project list (which notebooks a build last staged, with the
-    instructor's paths) is emptied. Returns the number of cached notebooks.
+    a record whose notebook under ``root`` is gone, or whose code cells are no
+    longer those of that notebook (an older version of an edited chapter), is
+    dropped: it could never be used again and may hold code since moved into a
+    solution. The project list (which notebooks a build last staged, with the
+    instructor's paths) is emptied. Returns the number of cached notebooks kept.
     """
     from jupyter_cache import get_cache
     from jupyter_cache.base import CacheBundleIn
@@ -466,6 +470,9 @@ def copy_execution_cache(src: str | os.PathLike, dest: str | os.PathLike, old_ur
     for record in list(cache.list_cache_records()):
         bundle = cache.get_cache_bundle(record.pk)
         nb = bundle.nb
+        if root is not None and _is_stale(nb, Path(record.uri), Path(root)):
+            cache.remove_cache(record.pk)
+            continue
         changed = False
         for cell in nb.cells:
             new = rewrite_url(cell.source, old_url, new_url)
@@ -483,6 +490,29 @@ def copy_execution_cache(src: str | os.PathLike, dest: str | os.PathLike, old_ur
             cache.cache_notebook_bundle(CacheBundleIn(nb, uri, data=data), check_validity=False, overwrite=True)
         count += 1
     return count
+
+
+def _code_cells(nb: Any) -> list[str]:
+    return [c.source.strip() for c in nb.cells if c.cell_type == "code"]
+
+
+def _is_stale(cached: Any, uri: Path, root: Path) -> bool:
+    """True if ``uri`` lies under ``root`` and is gone or no longer has the cached notebook's code cells."""
+    try:
+        uri.relative_to(root)
+    except ValueError:
+        return False  # not one of this repository's notebooks: leave it alone
+    if not uri.is_file():
+        return True
+    import nbformat
+
+    if uri.suffix == ".ipynb":
+        current = nbformat.read(uri, as_version=4)
+    else:
+        from myst_nb.core.read import read_myst_markdown_notebook
+
+        current = read_myst_markdown_notebook(uri.read_text(encoding="utf-8"), path=uri)
+    return _code_cells(current) != _code_cells(cached)
 
 
 # ---------------------------------------------------------------------------

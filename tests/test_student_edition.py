@@ -271,3 +271,38 @@ def test_a_clone_of_the_student_repository_is_updated_in_place(tmp_path):
     with pytest.raises(ValueError, match="uncommitted changes"):
         make_edition(clone, ROOT, repo_url=STUDENT_URL, copy_cache=False)
     assert (clone / "uncommitted.txt").exists()
+
+
+def test_the_cache_copy_drops_records_of_old_and_missing_notebooks(tmp_path):
+    """A chapter edited since it was cached leaves its old record behind; the edition must not carry it
+    (it may hold code that has since moved into a lab's solution)."""
+    import nbformat
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    from course_utils.edition import copy_execution_cache
+
+    root, edition = tmp_path / "course", tmp_path / "edition"
+    (root / "chapters").mkdir(parents=True)
+    chapter = root / "chapters" / "ch.md"
+    head = "---\njupytext:\n  text_representation:\n    format_name: myst\nkernelspec:\n  name: python3\n---\n\n"
+    chapter.write_text(head + "# A chapter\n\n```{code-cell} ipython3\nprint('now')\n```\n", encoding="utf-8")
+
+    def notebook(code: str):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# A chapter"),
+                                             nbformat.v4.new_code_cell(code)])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        return nb
+
+    src = tmp_path / "cache"
+    cache = get_cache(src)
+    for code, uri in (("print('old solution code')", chapter), ("print('now')", chapter),
+                      ("print('gone')", root / "chapters" / "deleted.md"), ("print('elsewhere')", tmp_path / "x.md")):
+        cache.cache_notebook_bundle(CacheBundleIn(notebook(code), str(uri)), check_validity=False, overwrite=True)
+    kept = copy_execution_cache(src, edition / "cache", OLD_URL, STUDENT_URL, root, edition)
+    copied = get_cache(edition / "cache")
+    records = {r.uri: [c.source for c in copied.get_cache_bundle(r.pk).nb.cells if c.cell_type == "code"][0]
+               for r in copied.list_cache_records()}
+    assert kept == 2
+    assert records == {str(edition / "chapters" / "ch.md"): "print('now')", str(tmp_path / "x.md"): "print('elsewhere')"}
+    assert len(get_cache(src).list_cache_records()) == 4  # the source cache is untouched
