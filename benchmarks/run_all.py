@@ -7,7 +7,8 @@ Each script prints its table and keeps it in benchmarks/results/NAME.md;
 RESULTS.md is those files in order, under a header naming the machine.
 The slower measurements made by their own commands (``grading.py``, and
 ``notebooks.py`` for the labs, chapters and book build) are included from
-their last run.
+their last run, and so is ``results/gpu.md``, written by hand from the output of
+``gpu.py`` and ``cuda_check.py`` on a lent GPU.
 Run it on an otherwise idle machine: the ratios compare code in one process,
 but a loaded machine distorts them (thread oversubscription in particular).
 """
@@ -39,7 +40,7 @@ def main(argv: list[str]) -> int:
     targets = HERE / "results" / "targets.md"  # the analysis, written by hand against these tables
     if targets.is_file():
         parts.append(targets.read_text())
-    for name in SCRIPTS + ["labs", "chapters", "book", "grading"]:
+    for name in SCRIPTS + ["labs", "chapters", "book", "grading", "gpu"]:
         path = HERE / "results" / f"{name}.md"
         if path.is_file():
             parts.append(path.read_text())
