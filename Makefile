@@ -1,10 +1,14 @@
 # Two commands do everything (see README.md):
 #   make book   - set up .venv if needed, then build the HTML book into _build/html
 #   make test   - set up .venv if needed, build the book strictly, run every test
+# and one for the package alone under another interpreter (CI runs it on the
+# highest supported Python with the floor versions of every dependency):
+#   make test-python PY=/path/to/python3.13 CONSTRAINTS=constraints-floors.txt
 #
-# PyTorch: TORCH names the wheel to install first. The default, torch==2.13.0,
-# is a CPU build on the course's CI machines. On a Linux laptop without an
-# NVIDIA GPU, `make test TORCH_ARGS="--index-url https://download.pytorch.org/whl/cpu"`
+# PYTHON is the interpreter of .venv (any Python 3.11 to 3.13: Debian's own
+# /usr/bin/python3 works). PyTorch: TORCH names the wheel to install first. The
+# default, torch==2.13.0, is a CPU build on the course's CI machines. On a Linux
+# laptop without an NVIDIA GPU, `make test TORCH_ARGS="--index-url https://download.pytorch.org/whl/cpu"`
 # avoids downloading the CUDA build.
 
 PYTHON     ?= python3
@@ -18,7 +22,13 @@ RUN        := PATH="$(abspath $(BIN)):$$PATH" PYTHONHASHSEED=0
 # the instructor repository also runs the lab solutions with nbval (the student edition has none)
 NBVAL      := $(if $(wildcard solutions),solutions --nbval-lax)
 
-.PHONY: book test install clean-book clean
+# The package's own tests: everything but the book, the labs and the instructors' tooling.
+PACKAGE_TESTS := $(filter-out tests/test_book.py tests/test_site.py tests/test_labs.py tests/test_student_edition.py tests/test_grading.py,$(wildcard tests/test_*.py))
+PY          ?=
+CONSTRAINTS ?= constraints.txt
+PYVENV      := _build/venv-test-python
+
+.PHONY: book test test-python install clean-book clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +43,16 @@ book: $(STAMP)
 
 test: book
 	$(RUN) $(BIN)/python -m pytest tests $(NBVAL)
+
+# A fresh venv for PY, the package installed from a wheel (not editable) with the
+# versions in CONSTRAINTS, and the package's tests run against that install.
+test-python:
+	@test -n "$(PY)" || { echo "usage: make test-python PY=/path/to/python [CONSTRAINTS=constraints-floors.txt]"; exit 2; }
+	rm -rf $(PYVENV)
+	$(PY) -m venv $(PYVENV)
+	$(PYVENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PYVENV)/bin/python -m pip install --quiet -c $(CONSTRAINTS) ".[test]"
+	cd tests && PYTHONHASHSEED=0 ../$(PYVENV)/bin/python -m pytest $(PACKAGE_TESTS:tests/%=%) -p no:cacheprovider
 
 # >>> instructor only (dropped from the student edition)
 .PHONY: labs student-edition
