@@ -17,6 +17,7 @@ module                    what it holds
 ``memory``                GPU memory for inference and training
 ``quantization``          number formats and int8 quantization
 ``plotting``              the figures of the book
+``notebook``              ``glue``: book values, shown in plain notebooks
 ========================  ==============================================
 
 Submodules are imported lazily (``course_utils.attention`` is loaded on first
@@ -38,6 +39,7 @@ _SUBMODULES = {
     "device",
     "grading",
     "memory",
+    "notebook",
     "plotting",
     "pretrain",
     "pretrained",

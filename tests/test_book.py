@@ -2,6 +2,10 @@
 figures, paired with a notebook that Colab can open; labs shown as student versions.
 
 `make test` builds the book (strictly) before running pytest; this file reads `_build/html`.
+Two checks need no build: the chapter/notebook pairs, and the labs' links to
+the chapters, which must work in a notebook opened anywhere (Colab,
+JupyterLab): absolute, on the published site (`html.baseurl` of `_config.yml`),
+to a page of the table of contents.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_setup_cells import setup_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
@@ -65,8 +70,8 @@ def test_chapter_is_paired_with_a_notebook(chapter):
     assert ours == theirs, f"{chapter}.ipynb is out of date: run `jupytext --update --to ipynb {chapter}.md`"
     assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")
     first_code = next(c for c in nb["cells"] if c["cell_type"] == "code")
-    assert "google.colab" in strip(first_code["source"]), "the first code cell installs course_utils on Colab"
-    assert "remove-cell" in first_code["metadata"].get("tags", []), "the Colab set-up cell is hidden in the book"
+    assert strip(first_code["source"]) == setup_cell(ROOT), "the first code cell is the set-up cell (test_setup_cells.py)"
+    assert "remove-cell" in first_code["metadata"].get("tags", []), "the set-up cell is hidden in the book"
 
 
 @pytest.mark.parametrize("page", CHAPTERS + LABS)
@@ -83,3 +88,35 @@ def test_lab_pages_show_the_student_version(built, lab):
     html = (built / lab).with_suffix(".html").read_text()
     assert "BEGIN SOLUTION" not in html and "BEGIN HIDDEN TESTS" not in html
     assert "NotImplementedError" in html
+
+
+def lab_notebooks() -> list[Path]:
+    """The labs as students get them and, in the instructor repository, their sources."""
+    return sorted([*ROOT.glob("labs/*/*.ipynb"), *ROOT.glob("solutions/*/*.ipynb")])
+
+
+# a markdown link's target, or an HTML link's
+LINK_TARGET = re.compile(r"\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)|href=[\"']([^\"']+)[\"']")
+
+
+@pytest.mark.parametrize("notebook", lab_notebooks(), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_lab_links_to_the_book_are_absolute_pages_of_the_site(notebook):
+    base = yaml.safe_load((ROOT / "_config.yml").read_text())["html"]["baseurl"]
+    assert re.fullmatch(r"https://[^\s]+/", base), f"html.baseurl in _config.yml must be an https address ending in /: {base!r}"
+    pages = set(toc_files())
+    nb = json.loads(notebook.read_text())
+    to_the_book, wrong = [], []
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "markdown":
+            continue
+        text = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        for target in (a or b for a, b in LINK_TARGET.findall(text)):
+            if target.startswith(base):
+                m = re.fullmatch(r"(?P<page>[\w/.-]+)\.html(?:#[\w-]+)?", target[len(base):])
+                (to_the_book if m and m["page"] in pages else wrong).append(target)
+            elif not (target.startswith("#") or re.match(r"(https?|mailto):", target)) or "chapters/" in target:
+                wrong.append(target)  # relative (leads nowhere outside the book) or the book on another address
+    assert not wrong, (f"{notebook.relative_to(ROOT)}: links to the book must be {base}<page>.html "
+                       f"with <page> in _toc.yml: {wrong}")
+    assert any(t.startswith(base + "chapters/") for t in to_the_book), (
+        f"{notebook.relative_to(ROOT)} links to no chapter of the book at {base}")
