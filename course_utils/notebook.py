@@ -19,13 +19,17 @@ since Colab and a ``pip install course_utils`` do not bring them.
   the cell's output as ``name: value`` (a figure, or anything else with a rich
   display such as a table, is displayed under a ``name:`` line).
 
-How the build is recognised: the book's build command sets the environment
-variable :data:`BOOK_BUILD_ENV` (``COURSE_UTILS_BOOK_BUILD=1``; the Makefile
-does it for ``make book`` and ``make test``), and the kernels that execute the
-chapters inherit it. A variable, not a guess from what is installed or
-imported: a student's JupyterLab may well have myst-nb installed, and a kernel
-cannot tell which program started it. A value other than the usual spellings
-of on or off is an error rather than silently one of the two.
+How the build is recognised: by the environment variable
+:data:`BOOK_BUILD_ENV` (``COURSE_UTILS_BOOK_BUILD=1``), which the kernels
+that execute the chapters inherit from the build. The book sets it itself:
+this module is also a Sphinx extension, listed in ``sphinx.extra_extensions``
+of ``_config.yml``, and its :func:`setup` sets the variable in the build's
+process before any notebook runs; so every ``jupyter-book build`` of this
+book, whoever starts it, glues (the Makefile may set it too). A variable, not
+a guess from what is installed or imported: a student's JupyterLab may well
+have myst-nb installed, and a kernel cannot tell which program started it. A
+value other than the usual spellings of on or off is an error rather than
+silently one of the two.
 
 Importing this module imports neither myst-nb nor IPython; each is imported
 on the call that needs it.
@@ -37,7 +41,7 @@ import os
 from numbers import Number
 from typing import Any
 
-__all__ = ["BOOK_BUILD_ENV", "in_book_build", "glue"]
+__all__ = ["BOOK_BUILD_ENV", "in_book_build", "glue", "setup"]
 
 #: The environment variable that marks a Jupyter Book build ("1": building the book).
 BOOK_BUILD_ENV = "COURSE_UTILS_BOOK_BUILD"
@@ -98,3 +102,13 @@ def _show(name: str, value: Any) -> None:
         return
     print(f"{name}:")
     ipy_display(value)
+
+
+def setup(app: Any) -> dict[str, Any]:
+    """Sphinx extension entry point: mark this process, and the kernels it starts, as the book build.
+
+    Jupyter Book loads it from ``sphinx.extra_extensions`` in ``_config.yml``
+    when the build starts, before myst-nb executes a notebook.
+    """
+    os.environ[BOOK_BUILD_ENV] = "1"
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

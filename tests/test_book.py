@@ -57,6 +57,15 @@ def test_chapter_has_executed_figures(built, chapter):
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
+def test_glued_values_are_in_the_text_not_printed(built, chapter):
+    """In the build, course_utils.notebook.glue hands values to myst-nb (outside it, it prints `name: value`)."""
+    html = (built / chapter).with_suffix(".html").read_text()
+    keys = set(re.findall(r"\{glue:text\}`(\w+)`", (ROOT / f"{chapter}.md").read_text()))
+    printed = sorted(key for key in keys if f"{key}: " in html)
+    assert not printed, f"{chapter}: glue values printed instead of glued (is course_utils.notebook a Sphinx extension of the build?): {printed}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
 def test_chapter_is_paired_with_a_notebook(chapter):
     import jupytext
 

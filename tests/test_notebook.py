@@ -7,6 +7,9 @@
   myst-nb's glue unchanged (a fake that records them), and what it displays is
   byte for byte what the real ``myst_nb.glue`` displays;
 - a misspelt value of the variable, or a book build without myst-nb, is an error;
+- the book marks its own build: ``_config.yml`` loads the module as a Sphinx
+  extension, whose ``setup`` sets the variable (a build without it fails
+  strictly: every ``{glue:text}`` key would be missing);
 - end to end, in a real kernel: the variable reaches the kernel, and the cell's
   output is a glue record in the book build and ``name: value`` text outside it.
 """
@@ -74,6 +77,21 @@ def test_on_values(monkeypatch, value):
 
 def test_unset_is_off(outside):
     assert not in_book_build()
+
+
+def test_the_sphinx_extension_marks_the_build(monkeypatch):
+    monkeypatch.setenv(BOOK_BUILD_ENV, "0")  # so that monkeypatch restores what was there after setup() sets it
+    assert not in_book_build()
+    assert notebook.setup(object()) == {"parallel_read_safe": True, "parallel_write_safe": True}
+    assert in_book_build()
+
+
+def test_the_book_loads_the_extension():
+    import yaml
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert "course_utils.notebook" in config["sphinx"]["extra_extensions"], (
+        "_config.yml must list course_utils.notebook in sphinx.extra_extensions, or the chapters print their glue values")
 
 
 @pytest.mark.parametrize("value", ["2", "book", "ture"])
