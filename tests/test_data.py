@@ -1,23 +1,71 @@
 """Tests for course_utils.data: corpora, synthetic tasks, batching and collators.
 
 References: hand-worked examples (the T5 paper's span-corruption example,
-hand-translated sentences, hand-tagged NER sentences), real astronomy and
-geography, Python's own ``pydoc_data`` text, and Hugging Face's
+hand-translated sentences, hand-tagged NER sentences, a hand-cleaned reST
+text), real astronomy and geography, Python's own ``pydoc_data`` text, the
+prose snapshot's recorded SHA-256, and Hugging Face's
 ``DataCollatorForLanguageModeling`` run on the same inputs with a tiny local
 tokenizer. Random code is checked with rates within a few standard deviations.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import json
 import math
+import platform
 import random
 import re
 import socket
+import subprocess
+import sys
+import sysconfig
+import zlib
+from pathlib import Path
 
 import pytest
 import torch
 
 from course_utils import data as D
+from course_utils.data import hub as H
+from course_utils.data import prose as P
+from course_utils.data.prose_cleaning import prose_paragraphs
+
+
+# ---------------------------------------------------------------------------
+# The package: one import path for every public name
+# ---------------------------------------------------------------------------
+
+PUBLIC_NAMES = [  # course_utils.data.__all__ when it was one module; chapters, labs and tests import these
+    "load_prose", "prose_text", "Fact", "facts_world", "facts_corpus", "facts_questions", "ner_dataset",
+    "NER_LABELS", "associative_recall", "copy_task", "ICL_TASKS", "ICLTokenizer", "icl_tasks", "icl_eval_sets",
+    "translate", "translation_pairs", "causal_lm_blocks", "random_batch", "CausalLMCollator", "MaskedLMCollator",
+    "random_spans_noise_mask", "span_corrupt", "SpanCorruptionCollator", "load_hub_dataset",
+]
+
+
+def test_public_names_are_unchanged_and_come_from_their_modules():
+    import importlib
+
+    assert D.__all__ == PUBLIC_NAMES
+    namespace: dict = {}
+    exec("from course_utils.data import *", namespace)
+    homes = {name: module for module in ("prose", "facts", "tasks", "batching", "hub")
+             for name in importlib.import_module(f"course_utils.data.{module}").__all__}
+    for name in PUBLIC_NAMES:
+        module = importlib.import_module(f"course_utils.data.{homes[name]}")
+        assert getattr(D, name) is getattr(module, name) is namespace[name], name
+    assert set(PUBLIC_NAMES) <= set(dir(D))
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        D.nonexistent
+
+
+def test_importing_the_package_loads_no_module_yet():
+    code = ("import sys, course_utils.data\n"
+            "print(sorted(m for m in sys.modules if m.startswith('course_utils.data.') or m == 'torch'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 # ---------------------------------------------------------------------------
@@ -42,7 +90,7 @@ def test_prose_splits_and_size(prose):
     assert len(val) == round(0.1 * n)
     assert not set(train["text"]) & set(val["text"])
     everything = D.prose_text(None, progress=False)
-    assert len(everything) > 500_000 and len(everything.split()) > 80_000  # about 1 MB on Python 3.11
+    assert len(everything) > 500_000 and len(everything.split()) > 80_000  # about 0.9 MB
     assert D.prose_text("train", progress=False) == "\n\n".join(train["text"])
     assert D.prose_text("validation", progress=False) == "\n\n".join(val["text"])
 
@@ -80,6 +128,133 @@ def test_prose_bad_arguments():
         D.load_prose("test", progress=False)
     with pytest.raises(ValueError, match="validation_fraction"):
         D.load_prose(validation_fraction=1.5, progress=False)
+
+
+def test_cleaning_a_hand_written_rest_text():
+    text = (
+        "Heading\n=======\n\n"
+        "The *while* statement is used for repeated execution as long as an\n"
+        "expression is true:\n\n"
+        "   while_stmt ::= \"while\" assignment_expression \":\" suite\n\n"
+        ">>> x = 1\n\n"
+        "A paragraph with ``literal`` text, :func:`len`, a quote-\n"
+        "delimited word and \u201ctypographic\u201d quotes [1].\n\n"
+        "* A bullet item that is long enough to be kept.\n\n"
+        "Too short to keep.\n\n"
+        "x = y + 1 if a else b * c; z(q) and some more words here.\n"
+    )
+    assert prose_paragraphs(text) == [
+        "The while statement is used for repeated execution as long as an expression is true:",
+        'A paragraph with literal text, len, a quote-delimited word and "typographic" quotes.',
+        "A bullet item that is long enough to be kept.",
+    ]
+
+
+# ---------------------------------------------------------------------------
+# The prose snapshot: frozen from one Python, the same corpus on every Python
+# ---------------------------------------------------------------------------
+
+def _provenance(directory: Path = P.SNAPSHOT_DIR) -> dict:
+    return json.loads((Path(directory) / P.PROVENANCE_NAME).read_text(encoding="utf-8"))
+
+
+def _snapshot_rows(directory: Path = P.SNAPSHOT_DIR) -> list[dict]:
+    """The snapshot's JSON lines, decoded here without the module's reader."""
+    payload = gzip.decompress((Path(directory) / P.SNAPSHOT_NAME).read_bytes())
+    return [json.loads(line) for line in payload.decode("utf-8").splitlines()]
+
+
+def test_snapshot_matches_its_recorded_provenance():
+    provenance = _provenance()
+    compressed = (P.SNAPSHOT_DIR / P.SNAPSHOT_NAME).read_bytes()
+    assert hashlib.sha256(gzip.decompress(compressed)).hexdigest() == provenance["sha256_uncompressed"]
+    assert hashlib.sha256(compressed).hexdigest() == provenance["sha256_file"]
+    assert compressed[:2] == b"\x1f\x8b" and compressed[4:8] == b"\0\0\0\0"  # gzip, mtime 0
+    rows = _snapshot_rows()
+    assert all(list(row) == ["source", "text"] for row in rows)
+    assert len(rows) == provenance["paragraphs"] and len({row["text"] for row in rows}) == len(rows)
+    assert sum(len(row["text"].split()) for row in rows) == provenance["words"]
+    assert sum(len(row["text"]) for row in rows) == provenance["characters"]
+    # The shipped `prose` model was trained on the corpus of CPython 3.11.7: a snapshot of another
+    # Python is another corpus, and needs `python -m course_utils.pretrain prose` (and this line) to change.
+    assert (provenance["python"]["implementation"], provenance["python"]["version"]) == ("CPython", "3.11.7")
+    assert provenance["command"] == "python -m course_utils.data.prose --freeze"
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", provenance["date"])
+    assert provenance["sources"]["stdlib_docstrings"] == sorted(provenance["sources"]["stdlib_docstrings"])
+    sources = {row["source"] for row in rows}
+    assert {f"doc:{f}" for f in provenance["sources"]["stdlib_docstrings"]} >= sources - {
+        s for s in sources if s.startswith("pydoc:")}
+    notice = (P.SNAPSHOT_DIR / P.LICENSE_NAME).read_text(encoding="utf-8")
+    assert "PYTHON SOFTWARE FOUNDATION LICENSE VERSION 2" in notice and "Python Software Foundation" in notice
+
+
+def test_loading_reads_only_the_snapshot_never_the_running_python(prose, monkeypatch):
+    """Whatever the interpreter, the corpus is the snapshot's: its own documentation is never read."""
+    rows = _snapshot_rows()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the prose loader read the running Python's documentation")
+
+    monkeypatch.setattr(P, "_PROSE", None)  # forget the cached corpus
+    monkeypatch.setitem(sys.modules, "pydoc_data", None)  # any import of it fails
+    monkeypatch.setitem(sys.modules, "pydoc_data.topics", None)
+    monkeypatch.setattr(sysconfig, "get_paths", refuse)
+    assert D.prose_text(None, progress=False) == "\n\n".join(row["text"] for row in rows)
+    again = D.load_prose(progress=False)
+    pairs = []
+    for split in ("train", "validation"):
+        text, source = list(again[split]["text"]), list(again[split]["source"])
+        assert text == list(prose[split]["text"]) and source == list(prose[split]["source"])
+        pairs += zip(source, text)
+    assert sorted(pairs) == sorted((row["source"], row["text"]) for row in rows)
+
+
+def test_a_changed_snapshot_is_refused(tmp_path):
+    for name in (P.SNAPSHOT_NAME, P.PROVENANCE_NAME):
+        (tmp_path / name).write_bytes((P.SNAPSHOT_DIR / name).read_bytes())
+    assert P.read_snapshot(tmp_path) == tuple((row["source"], row["text"]) for row in _snapshot_rows())
+    rows = _snapshot_rows()
+    rows[0]["text"] += " Edited."
+    edited = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
+    (tmp_path / P.SNAPSHOT_NAME).write_bytes(gzip.compress(edited, mtime=0))
+    with pytest.raises(ValueError, match="SHA-256"):
+        P.read_snapshot(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def refrozen(tmp_path_factory):
+    """A snapshot made by the freeze command, from the running Python, in a temporary folder."""
+    out = tmp_path_factory.mktemp("prose_snapshot")
+    assert P.main(["--freeze", "--out", str(out)]) == 0
+    return out
+
+
+def test_freeze_snapshots_the_running_python(refrozen):
+    provenance = _provenance(refrozen)
+    assert provenance["python"]["version"] == platform.python_version()
+    assert provenance["zlib"] == zlib.ZLIB_RUNTIME_VERSION
+    rows = _snapshot_rows(refrozen)
+    assert P.read_snapshot(refrozen) == tuple((row["source"], row["text"]) for row in rows)
+    assert len(rows) == provenance["paragraphs"] > 5000
+    assert {row["source"].split(":")[0] for row in rows} == {"pydoc", "doc"}
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    assert (refrozen / P.LICENSE_NAME).read_bytes() == (stdlib / "LICENSE.txt").read_bytes()
+
+
+def test_freeze_under_the_recorded_python_reproduces_the_snapshot_byte_for_byte(refrozen):
+    shipped, fresh = _provenance(), _provenance(refrozen)
+    made_with = (shipped["python"]["implementation"], shipped["python"]["version"])
+    running = (platform.python_implementation(), platform.python_version())
+    if running != made_with:
+        pytest.skip(f"the snapshot was read from {' '.join(made_with)}, this is {' '.join(running)}: other "
+                    "Python releases ship other documentation, so only that one can rebuild it")
+    new, old = (refrozen / P.SNAPSHOT_NAME).read_bytes(), (P.SNAPSHOT_DIR / P.SNAPSHOT_NAME).read_bytes()
+    assert gzip.decompress(new) == gzip.decompress(old)
+    if fresh["zlib"] == shipped["zlib"]:  # deflate's output is fixed for a given zlib, not across versions
+        assert new == old
+    for key in ("sources", "paragraphs", "words", "characters", "sha256_uncompressed", "format", "command"):
+        assert fresh[key] == shipped[key], key
+    assert (refrozen / P.LICENSE_NAME).read_bytes() == (P.SNAPSHOT_DIR / P.LICENSE_NAME).read_bytes()
 
 
 # ---------------------------------------------------------------------------
@@ -588,7 +763,7 @@ def no_network(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the reachability check must not run")
 
-    monkeypatch.setattr(D, "_hub_reachable", refuse)
+    monkeypatch.setattr(H, "_hub_reachable", refuse)
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_ENDPOINT"):
         monkeypatch.delenv(var, raising=False)
     return monkeypatch
@@ -606,11 +781,11 @@ def test_load_hub_dataset_unreachable_and_reachable(no_network):
 
     calls = []
     no_network.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    no_network.setattr(D, "_hub_reachable", lambda host, port, timeout: calls.append((host, port)) or False)
+    no_network.setattr(H, "_hub_reachable", lambda host, port, timeout: calls.append((host, port)) or False)
     with pytest.raises(ConnectionError, match="not reachable"):
         D.load_hub_dataset("imdb")
     assert calls == [("127.0.0.1", 9)]
-    no_network.setattr(D, "_hub_reachable", lambda host, port, timeout: True)
+    no_network.setattr(H, "_hub_reachable", lambda host, port, timeout: True)
     no_network.setattr(datasets, "load_dataset", lambda *a, **k: ("loaded", a, k))
     assert D.load_hub_dataset("imdb", split="train") == ("loaded", ("imdb",), {"split": "train"})
 
@@ -621,7 +796,7 @@ def test_hub_reachable_on_loopback():
     server.listen(1)
     port = server.getsockname()[1]
     try:
-        assert D._hub_reachable("127.0.0.1", port, timeout=1.0)
+        assert H._hub_reachable("127.0.0.1", port, timeout=1.0)
     finally:
         server.close()
-    assert not D._hub_reachable("127.0.0.1", port, timeout=1.0)  # closed now: refused at once
+    assert not H._hub_reachable("127.0.0.1", port, timeout=1.0)  # closed now: refused at once
