@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .checks import check_int
+
 __all__ = [
     "scaled_dot_product_attention",
     "causal_mask",
@@ -212,8 +214,8 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True,
                  cross: bool = False, scale: float | None = None) -> None:
         super().__init__()
-        if n_embd < 1 or n_head < 1:
-            raise ValueError(f"n_embd and n_head must be positive, got n_embd={n_embd}, n_head={n_head}")
+        check_int("n_embd", n_embd, minimum=1)
+        check_int("n_head", n_head, minimum=1)
         if n_embd % n_head != 0:
             raise ValueError(f"n_head must divide n_embd, got n_embd={n_embd} and n_head={n_head}")
         self.n_embd, self.n_head, self.head_dim = n_embd, n_head, n_embd // n_head
@@ -262,36 +264,59 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"x must have shape (B, T, {self.n_embd}), got {tuple(x.shape)}")
         B, T, C = x.shape
         if self.cross:
-            if cache is not None and cache.length > 0:
-                k, v = cache.k[:, :, :cache.length], cache.v[:, :, :cache.length]
-            else:
-                if context is None or context.dim() != 3 or context.shape[-1] != C or context.shape[0] != B:
-                    shape = None if context is None else tuple(context.shape)
-                    raise ValueError(f"cross-attention needs context of shape ({B}, S, {C}), got {shape}")
-                k, v = self.kv_proj(context).split(C, dim=2)
-                k, v = self._heads(k), self._heads(v)  # (B, nh, S, hd)
-                if cache is not None:
-                    k, v = cache.append(k, v)
-            q = self._heads(self.q_proj(x))  # (B, nh, T, hd)
+            q, k, v = self._cross_qkv(x, context, cache)  # (B, nh, T, hd), (B, nh, S, hd) x 2
         else:
-            q, k, v = self.c_attn(x).split(C, dim=2)
-            q, k, v = self._heads(q), self._heads(k), self._heads(v)  # (B, nh, T, hd)
-            if cache is not None:
-                k, v = cache.append(k, v)  # (B, nh, T_past + T, hd)
+            q, k, v = self._self_qkv(x, cache)  # (B, nh, T, hd), (B, nh, T_past + T, hd) x 2
+        y, weights = self._attend(q, k, v, mask, is_causal, need_weights)  # (B, nh, T, hd)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side again
+        return self.resid_dropout(self.c_proj(y)), weights
+
+    def _self_qkv(self, x: torch.Tensor, cache: KVCache | None) -> tuple[torch.Tensor, ...]:
+        """Queries, keys and values of ``x`` ``(B, T, C)`` from one fused matmul;
+        with a cache, the keys and values of the past come first."""
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # (B, T, C) each
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)  # (B, nh, T, hd)
+        if cache is not None:
+            k, v = cache.append(k, v)  # (B, nh, T_past + T, hd)
+        return q, k, v
+
+    def _cross_qkv(self, x: torch.Tensor, context: torch.Tensor | None,
+                   cache: KVCache | None) -> tuple[torch.Tensor, ...]:
+        """Queries of ``x`` ``(B, T, C)``; keys and values of the encoder output
+        ``context`` ``(B, S, C)``, projected once and then read from the cache if one is given."""
+        q = self._heads(self.q_proj(x))  # (B, nh, T, hd)
+        if cache is not None and cache.length > 0:  # context was projected at the first step
+            return q, cache.k[:, :, :cache.length], cache.v[:, :, :cache.length]
+        B, _, C = x.shape
+        if context is None or context.dim() != 3 or context.shape[-1] != C or context.shape[0] != B:
+            shape = None if context is None else tuple(context.shape)
+            raise ValueError(f"cross-attention needs context of shape ({B}, S, {C}), got {shape}")
+        k, v = self.kv_proj(context).split(C, dim=2)  # (B, S, C) each
+        k, v = self._heads(k), self._heads(v)  # (B, nh, S, hd)
+        if cache is not None:
+            k, v = cache.append(k, v)
+        return q, k, v
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                is_causal: bool, need_weights: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attention over the heads: ``(B, nh, T, hd)`` queries, ``(B, nh, S, hd)``
+        keys and values -> ``(B, nh, T, hd)`` and the weights ``(B, nh, T, S)`` or ``None``.
+
+        The fused kernel (``F.scaled_dot_product_attention``) does the work
+        unless the weights are wanted; then the explicit version runs. Causality
+        is the kernel's ``is_causal`` flag when nothing else is masked, else part of the mask.
+        """
+        T = q.shape[2]
         if is_causal and k.shape[2] != T:
             raise ValueError("is_causal=True needs as many keys as queries; pass an explicit mask with a cache")
         if mask is not None:
             _check_mask(mask)
-            if is_causal:  # fold causality into the explicit mask
-                mask, is_causal = mask & causal_mask(T, device=x.device), False
+        if is_causal and (mask is not None or need_weights):  # causality as part of an explicit mask
+            causal = causal_mask(T, device=q.device)  # (T, T)
+            mask, is_causal = (causal if mask is None else mask & causal), False
         dropout_p = self.dropout if self.training else 0.0
         if need_weights:
-            if is_causal:
-                mask = causal_mask(T, device=x.device)
-            y, weights = scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=dropout_p, scale=self.scale)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
-                                               is_causal=is_causal, scale=self.scale)
-            weights = None
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side again
-        return self.resid_dropout(self.c_proj(y)), weights
+            return scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=dropout_p, scale=self.scale)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal,
+                                           scale=self.scale)
+        return y, None

@@ -44,6 +44,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any, Union
 
+from .checks import check_int, check_number
+
 __all__ = [
     # a dirty corpus
     "as_documents",
@@ -89,12 +91,6 @@ def _check_str(name: str, value: Any) -> str:
     return value
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
 def _check_rng(rng: Any) -> random.Random:
     if not isinstance(rng, random.Random):
         raise TypeError(f"rng must be a random.Random, got {type(rng).__name__}")
@@ -127,7 +123,7 @@ def as_documents(sources: Sequence[str], paragraphs: Sequence[str], min_words: i
         raise TypeError("sources and paragraphs must be sequences of str, not one str")
     if len(sources) != len(paragraphs):
         raise ValueError(f"sources and paragraphs must have the same length, got {len(sources)} and {len(paragraphs)}")
-    _check_int("min_words", min_words, 1)
+    check_int("min_words", min_words, 1)
     grouped: list[list[str]] = []  # [source, text] pairs
     for source, para in zip(sources, paragraphs):
         if grouped and grouped[-1][0] == source and len(grouped[-1][1].split()) < min_words:
@@ -163,7 +159,7 @@ def near_copy(doc: str, rng: random.Random, n_changes: int = 1) -> str:
     ("the", "a", "this", "that", "any"): a lightly edited copy."""
     _check_str("doc", doc)
     _check_rng(rng)
-    _check_int("n_changes", n_changes, 0)
+    check_int("n_changes", n_changes, 0)
     words = doc.split(" ")
     for _ in range(n_changes):
         words[rng.randrange(len(words))] = rng.choice(_FILLERS)
@@ -185,7 +181,7 @@ def make_raw_corpus(clean_docs: Sequence[str], seed: int = 0) -> list[dict[str, 
     """
     if isinstance(clean_docs, str) or not all(isinstance(d, str) and d for d in clean_docs):
         raise TypeError("clean_docs must be a sequence of non-empty str")
-    _check_int("seed", seed, 0)
+    check_int("seed", seed, 0)
     rng = random.Random(seed)
     raw: list[dict[str, Any]] = []
     for family, doc in enumerate(clean_docs):
@@ -231,7 +227,7 @@ def clean_lines(text: str, min_words: int = 5) -> str:
     Example: ``clean_lines("Home | About\\nThe cat sat on the mat.")`` -> ``"The cat sat on the mat."``.
     """
     _check_str("text", text)
-    _check_int("min_words", min_words, 0)
+    check_int("min_words", min_words, 0)
     return "\n".join(line for line in text.split("\n")
                      if line.rstrip().endswith(TERMINAL) and len(line.split()) >= min_words
                      and not any(p in line.lower() for p in POLICY))
@@ -269,7 +265,7 @@ def english_like(text: str, min_stop_words: int = 2) -> bool:
     Example: ``english_like("The end of it.")`` -> ``True`` ("the", "of").
     """
     _check_str("text", text)
-    _check_int("min_stop_words", min_stop_words, 0)
+    check_int("min_stop_words", min_stop_words, 0)
     return len(STOP_WORDS & {w.strip('.,;:!?()"').lower() for w in text.split()}) >= min_stop_words
 
 
@@ -302,7 +298,7 @@ def shingles(text: str, n: int = 5) -> set[str]:
 
     Example: ``shingles("a b c d", 2)`` -> ``{"a b", "b c", "c d"}``.
     """
-    _check_int("n", n, 1)
+    check_int("n", n, 1)
     words = normalize(text).split()
     return {" ".join(words[i:i + n]) for i in range(max(1, len(words) - n + 1))}
 
@@ -326,9 +322,8 @@ def near_dedup(docs: Iterable[Document], n: int = 5, threshold: float = 0.8) -> 
     An inverted index (shingle -> kept documents) limits the comparisons to
     documents that share at least one shingle.
     """
-    _check_int("n", n, 1)
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
-        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
+    check_int("n", n, 1)
+    check_number("threshold", threshold, 0, 1, low_open=True)
     _check_docs(docs)
     index: dict[str, list[int]] = {}
     kept_sets: list[set[str]] = []

@@ -1,20 +1,28 @@
-"""Where the code runs: device choice, the autocast dtype and seeding.
+"""Where and how the code runs: device choice, the autocast dtype, seeding, train/eval mode.
 
 The same notebook runs on a laptop CPU, an Apple GPU (MPS) and a Colab or
 data-centre NVIDIA GPU (CUDA). :func:`get_device` picks the best available one,
 :func:`autocast_dtype` says which low-precision type to compute in there, and
-:func:`seed_everything` makes runs repeatable.
+:func:`seed_everything` makes runs repeatable. :func:`evaluating` and
+:func:`training_mode` switch a model's mode (dropout on or off) for a block of
+code and put the old mode back afterwards, even when the block fails.
 """
 
 from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import numpy as np
 import torch
+import torch.nn as nn
 
-__all__ = ["get_device", "mps_is_usable", "autocast_dtype", "seed_everything", "describe_device"]
+from .checks import check_int
+
+__all__ = ["get_device", "mps_is_usable", "autocast_dtype", "seed_everything", "describe_device",
+           "training_mode", "evaluating"]
 
 _KNOWN = ("cpu", "cuda", "mps")
 
@@ -95,8 +103,7 @@ def autocast_dtype(device: str | torch.device) -> torch.dtype:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices) so a run can be repeated."""
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    check_int("seed", seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -112,3 +119,27 @@ def describe_device(device: str | torch.device | None = None) -> str:
     if device.type == "mps":
         return "mps: Apple GPU (fp32)"
     return f"cpu: {torch.get_num_threads()} threads (fp32)"
+
+
+@contextmanager
+def training_mode(model: nn.Module, training: bool = True) -> Iterator[nn.Module]:
+    """Run a ``with`` block with ``model`` in training mode (``training=False``:
+    evaluation mode), then give every submodule back the mode it had, also when
+    the block raises.
+
+    Example: ``with training_mode(model, False): logits = model(ids)[0]`` runs
+    without dropout; ``model.training`` is what it was before afterwards.
+    """
+    modes = [(m, m.training) for m in model.modules()]  # each submodule's own mode
+    model.train(training)
+    try:
+        yield model
+    finally:
+        for module, was_training in modes:
+            module.training = was_training
+
+
+def evaluating(model: nn.Module) -> AbstractContextManager[nn.Module]:
+    """``with evaluating(model):`` runs the block in evaluation mode (no dropout),
+    then restores the previous mode, also on an error. Same as ``training_mode(model, False)``."""
+    return training_mode(model, False)

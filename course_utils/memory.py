@@ -38,6 +38,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from .checks import check_int, check_one_of
+from .device import training_mode
+
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -87,18 +90,6 @@ def _check_n_params(n_params: Any) -> int:
     return int(n_params)
 
 
-def _check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{name} must be an integer > 0, got {value!r}")
-    return int(value)
-
-
-def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-    return value
-
-
 _CONFIG_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")
 
 
@@ -111,9 +102,9 @@ def _config_sizes(config: Any) -> tuple[int, int, int, int, int, int]:
     missing = [field for field in _CONFIG_FIELDS if not hasattr(config, field)]
     if missing:
         raise TypeError(f"config must have the attributes {_CONFIG_FIELDS}; {type(config).__name__} lacks {missing}")
-    L, a, h, T, V = (_check_positive_int(getattr(config, f), f"config.{f}") for f in _CONFIG_FIELDS)
+    L, a, h, T, V = (check_int(f"config.{f}", getattr(config, f), minimum=1) for f in _CONFIG_FIELDS)
     n_inner = getattr(config, "n_inner", None)
-    f = 4 * h if n_inner is None else _check_positive_int(n_inner, "config.n_inner")
+    f = 4 * h if n_inner is None else check_int("config.n_inner", n_inner, minimum=1)
     return L, a, h, T, V, f
 
 
@@ -319,11 +310,11 @@ def activation_memory(
     ``2 * 12 * 1024*768*(34 + 80) + 2 * 5*1024*768 + 4*1024*50257``, about 2.37 GB.
     """
     L, a, h, T, V, f = _config_sizes(config)
-    b = _check_positive_int(batch_size, "batch_size")
-    s = T if seq_len is None else _check_positive_int(seq_len, "seq_len")
+    b = check_int("batch_size", batch_size, minimum=1)
+    s = T if seq_len is None else check_int("seq_len", seq_len, minimum=1)
     if s > T:
         raise ValueError(f"seq_len must be <= config.block_size = {T}, got {s}")
-    _check_choice(precision, "precision", PRECISIONS)
+    check_one_of("precision", precision, PRECISIONS)
     per_layer = 11 * s * b * h + (3 * s * b * h + 4 * s * b * f) + 4 * s * b * h
     if not flash_attention:
         per_layer += 5 * a * s * s * b
@@ -387,9 +378,9 @@ def training_memory(
     Example: ``training_memory(1e9)`` -> weights 4 GB, gradients 4 GB, optimizer
     8 GB, activations 8 GB, total 24 GB: 24 bytes per parameter.
     """
-    _check_choice(precision, "precision", PRECISIONS)
-    _check_choice(optimizer, "optimizer", OPTIMIZERS)
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    check_one_of("precision", precision, PRECISIONS)
+    check_one_of("optimizer", optimizer, OPTIMIZERS)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     if momentum and optimizer != "sgd":
         raise ValueError(f"momentum=True only applies to optimizer='sgd', got optimizer={optimizer!r}")
 
@@ -402,15 +393,14 @@ def training_memory(
                 f"sequence length, got batch_size={batch_size}, seq_len={seq_len}, flash_attention={flash_attention}"
             )
         activations = _RULE_OF_THUMB_ELEMENTS_PER_PARAM * _ACTIVATION_BYTES[precision] * n
-        tensors = 0 if n_param_tensors is None else _check_positive_int(n_param_tensors, "n_param_tensors")
+        tensors = 0 if n_param_tensors is None else check_int("n_param_tensors", n_param_tensors, minimum=1)
         what = ""
     elif _is_config(config_or_n_params):
         config = config_or_n_params
         n = estimate_num_parameters(config)
         activations = activation_memory(config, batch_size, seq_len, precision, flash_attention)
-        tensors = _num_param_tensors(config) if n_param_tensors is None else _check_positive_int(
-            n_param_tensors, "n_param_tensors"
-        )
+        tensors = (_num_param_tensors(config) if n_param_tensors is None
+                   else check_int("n_param_tensors", n_param_tensors, minimum=1))
         what = f", batch {batch_size} x {seq_len or config.block_size} tokens"
     else:
         raise TypeError(
@@ -472,7 +462,7 @@ def measure_training_memory(
     (``memory_allocated`` after minus before the forward: saved tensors,
     logits, loss), and ``peak`` is ``max_memory_allocated`` over the whole step.
     """
-    _check_choice(optimizer, "optimizer", ("adamw", "adam", "sgd"))
+    check_one_of("optimizer", optimizer, ("adamw", "adam", "sgd"))
     if momentum and optimizer != "sgd":
         raise ValueError(f"momentum=True only applies to optimizer='sgd', got optimizer={optimizer!r}")
     if not isinstance(model, torch.nn.Module):
@@ -499,40 +489,38 @@ def measure_training_memory(
     else:
         opt = torch.optim.AdamW(trainable, lr=0.0)
     model.zero_grad(set_to_none=True)
-    was_training = model.training
-    model.train()
     cuda = device.type == "cuda"
     activations = peak = None
-    try:
-        if cuda:
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            before_forward = torch.cuda.memory_allocated(device)
-        if loss_fn is None:
-            output = model(**batch)
-            loss = output[1] if isinstance(output, (tuple, list)) and len(output) > 1 else None
-        else:
-            output = loss = loss_fn(model, batch)
-        if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or not loss.requires_grad:
-            raise ValueError(
-                "the loss must be a scalar tensor that requires grad: model(**batch)[1] for the course's "
-                f"models (pass labels in the batch) or loss_fn(model, batch); got {type(loss).__name__}"
-            )
-        if cuda:
-            torch.cuda.synchronize(device)
-            activations = torch.cuda.memory_allocated(device) - before_forward
-        loss.backward()
-        del output, loss
-        opt.step()
-        if cuda:
-            torch.cuda.synchronize(device)
-            peak = torch.cuda.max_memory_allocated(device)
-        weights = _bytes_of(params)
-        gradients = _bytes_of(p.grad for p in params)
-        optimizer_states = sum(_bytes_of(state.values()) for state in opt.state.values())
-    finally:
-        model.zero_grad(set_to_none=True)
-        model.train(was_training)
+    with training_mode(model):
+        try:
+            if cuda:
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                before_forward = torch.cuda.memory_allocated(device)
+            if loss_fn is None:
+                output = model(**batch)
+                loss = output[1] if isinstance(output, (tuple, list)) and len(output) > 1 else None
+            else:
+                output = loss = loss_fn(model, batch)
+            if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or not loss.requires_grad:
+                raise ValueError(
+                    "the loss must be a scalar tensor that requires grad: model(**batch)[1] for the course's "
+                    f"models (pass labels in the batch) or loss_fn(model, batch); got {type(loss).__name__}"
+                )
+            if cuda:
+                torch.cuda.synchronize(device)
+                activations = torch.cuda.memory_allocated(device) - before_forward
+            loss.backward()
+            del output, loss
+            opt.step()
+            if cuda:
+                torch.cuda.synchronize(device)
+                peak = torch.cuda.max_memory_allocated(device)
+            weights = _bytes_of(params)
+            gradients = _bytes_of(p.grad for p in params)
+            optimizer_states = sum(_bytes_of(state.values()) for state in opt.state.values())
+        finally:
+            model.zero_grad(set_to_none=True)  # the measured step leaves no gradients behind, even on an error
     return MemoryBreakdown(
         weights=weights,
         gradients=gradients,

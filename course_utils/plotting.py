@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from .checks import check_int, check_number
+
 if TYPE_CHECKING:  # matplotlib is imported inside the functions
     from matplotlib.figure import Figure
 
@@ -80,12 +82,6 @@ def _tokens(tokens: Any, name: str, n: int, matches: str) -> list[str]:
     return tokens
 
 
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
 def _figure(width: float, height: float) -> "Figure":
     from matplotlib.figure import Figure
 
@@ -100,6 +96,15 @@ def _heatmap(ax, values: np.ndarray, rows: list[str] | None, cols: list[str] | N
     if rows is not None:
         ax.set_yticks(range(len(rows)), rows)
     return image
+
+
+def _label_heatmap(fig: "Figure", ax, image, label: str, xlabel: str, ylabel: str, title: str) -> "Figure":
+    """Colour bar (labelled ``label``), axis labels and title of a one-panel heatmap; returns ``fig``."""
+    fig.colorbar(image, ax=ax, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return fig
 
 
 # ---------------------------------------------------------------------------
@@ -123,11 +128,8 @@ def plot_attention(
     fig = _figure(max(4.5, 2.5 + 0.35 * t_k), max(3.8, 1.5 + 0.35 * t_q))
     ax = fig.subplots()
     image = _heatmap(ax, w, rows, cols, cmap="viridis", vmin=0.0, vmax=max(w.max(), 1e-12))
-    fig.colorbar(image, ax=ax, label="attention weight")
-    ax.set_xlabel("key (attended to)")
-    ax.set_ylabel("query (attending)")
-    ax.set_title(title or "Attention weights")
-    return fig
+    return _label_heatmap(fig, ax, image, "attention weight", "key (attended to)", "query (attending)",
+                          title or "Attention weights")
 
 
 def plot_attention_heads(
@@ -147,7 +149,7 @@ def plot_attention_heads(
     n_head, t_q, t_k = w.shape
     rows = _tokens(tokens, "tokens", t_q, f"weights.shape[1] = {t_q}")
     cols = _tokens(tokens if tokens_k is None else tokens_k, "tokens_k", t_k, f"weights.shape[2] = {t_k}")
-    ncols = min(_positive_int(ncols, "ncols"), n_head)
+    ncols = min(check_int("ncols", ncols, minimum=1), n_head)
     nrows = math.ceil(n_head / ncols)
     fig = _figure(1.0 + ncols * (1.0 + 0.3 * t_k), 0.8 + nrows * (1.0 + 0.3 * t_q))
     grid = fig.subplots(nrows, ncols, squeeze=False)
@@ -179,7 +181,7 @@ def pca_project(vectors: Any, dim: int = 2) -> tuple[np.ndarray, np.ndarray]:
     Example: points on a line ``t * v`` project to ``(±|v| t, 0)``.
     """
     x = _array(vectors, "vectors", 2, "(N, D)")
-    dim = _positive_int(dim, "dim")
+    dim = check_int("dim", dim, minimum=1)
     if min(x.shape) < dim:
         raise ValueError(f"vectors must have at least {dim} rows and columns for dim={dim}, got shape {x.shape}")
     xc = torch.from_numpy(x - x.mean(axis=0))  # (N, D), centered
@@ -267,10 +269,10 @@ def plot_next_token_probs(
         raise ValueError(f"probs must be non-negative and sum to 1, got sum {p.sum():.6g}, min {p.min():.6g}")
     names = _tokens(tokens, "tokens", len(p), f"probs.shape[0] = {len(p)}")
     if top_k is not None:
-        top_k = _positive_int(top_k, "top_k")
-    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
-        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
-    n = min(_positive_int(n, "n"), len(p))
+        top_k = check_int("top_k", top_k, minimum=1)
+    if top_p is not None:
+        check_number("top_p", top_p, 0, 1, low_open=True)
+    n = min(check_int("n", n, minimum=1), len(p))
 
     order = np.argsort(-p, kind="stable")
     n_top_k, n_kept = _kept_by_top_k_top_p(p[order], top_k, top_p)
@@ -319,10 +321,11 @@ def plot_temperature(
     z = _array(logits, "logits", 1, "(V,)")
     names = _tokens(tokens, "tokens", len(z), f"logits.shape[0] = {len(z)}")
     temperatures = list(temperatures)
-    if not temperatures or any(isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < math.inf
-                                for t in temperatures):
-        raise ValueError(f"temperatures must be a non-empty list of positive numbers, got {temperatures!r}")
-    n = min(_positive_int(n, "n"), len(z))
+    if not temperatures:
+        raise ValueError("temperatures must be a non-empty list of positive numbers, got an empty one")
+    for i, t in enumerate(temperatures):
+        check_number(f"temperatures[{i}]", t, low=0, low_open=True)
+    n = min(check_int("n", n, minimum=1), len(z))
     shown = np.argsort(-z, kind="stable")[:n]
     width = 0.8 / len(temperatures)
     fig = _figure(2.0 + 0.5 * n * max(1.0, len(temperatures) / 3), 4.0)
@@ -417,9 +420,7 @@ def _memory_parts(parts: Any, label: str) -> dict[str, float]:
     for name, value in parts.items():
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not 0 <= value < math.inf:
-            raise ValueError(f"rows[{label!r}][{name!r}] must be a non-negative number of bytes, got {value!r}")
-        out[str(name)] = float(value)
+        out[str(name)] = check_number(f"rows[{label!r}][{name!r}]", value, low=0, hint="bytes")
     return out
 
 
@@ -467,7 +468,7 @@ def plot_quantization_error(x: Any, x_hat: Any, bins: int = 50, title: str | Non
     approx = _array(x_hat, "x_hat", None, "any")
     if approx.shape != ref.shape:
         raise ValueError(f"x_hat must have the shape of x {ref.shape}, got shape {approx.shape}")
-    bins = _positive_int(bins, "bins")
+    bins = check_int("bins", bins, minimum=1)
     err = (approx - ref).ravel()
     fig = _figure(6.0, 4.0)
     ax = fig.subplots()
@@ -489,11 +490,7 @@ def plot_positional_encoding(pe: Any, title: str | None = None) -> "Figure":
     ax = fig.subplots()
     bound = max(np.abs(values).max(), 1e-12)
     image = ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-bound, vmax=bound, interpolation="nearest")
-    fig.colorbar(image, ax=ax, label="value")
-    ax.set_xlabel("embedding dimension")
-    ax.set_ylabel("position")
-    ax.set_title(title or "Positional encoding")
-    return fig
+    return _label_heatmap(fig, ax, image, "value", "embedding dimension", "position", title or "Positional encoding")
 
 
 def plot_accuracy_vs_shots(
@@ -552,9 +549,8 @@ def plot_recall_race(results: Any, chance: float, title: str | None = None,
             raise ValueError(f"results[{name!r}] must hold 'accuracy', 'params' and 'loss_curve'")
     levels = {"chance": chance, **dict(baselines or {})}
     for label, level in levels.items():
-        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
-            what = "chance" if label == "chance" else f"baselines[{label!r}]"
-            raise ValueError(f"{what} must be a number in (0, 1), got {level!r}")
+        check_number("chance" if label == "chance" else f"baselines[{label!r}]", level, 0, 1,
+                     low_open=True, high_open=True)
     fig = _figure(10.0, 3.8)
     ax_loss, ax_acc = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
     names = list(results)

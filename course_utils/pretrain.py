@@ -29,13 +29,14 @@ from typing import Callable
 
 import torch
 
+from .checks import check_int
+from .device import evaluating
 from .training import TrainConfig, evaluate, train
-from .transformer import DecoderOnlyLM, TransformerConfig
+from .transformer import IGNORE_INDEX, DecoderOnlyLM, TransformerConfig
 
 __all__ = ["RECIPES", "pretrain", "PRETRAINED_DIR", "pad_batch"]
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
-IGNORE_INDEX = -100
 
 
 @dataclass
@@ -101,8 +102,7 @@ def _icl_accuracy(model: DecoderOnlyLM, ks=range(9), n_per_k: int = 500, seed: i
 
     sets = icl_eval_sets(ks=list(ks), n_per_k=n_per_k, seed=seed)
     out = {}
-    model.eval()
-    with torch.no_grad():
+    with evaluating(model), torch.no_grad():
         for k, ds in sets.items():
             prompts, targets = list(ds["prompt_ids"]), list(ds["target"])
             correct = 0
@@ -155,7 +155,6 @@ def _facts_split(seed: int = 0, held_out: float = 0.2):
 
 
 def _qa_accuracy(model: DecoderOnlyLM, tok, rows) -> float:
-    model.eval()
     correct = 0
     for prompt, answer, _ in rows:
         ids = torch.tensor([tok.encode(prompt)])
@@ -216,8 +215,7 @@ def pretrain(name: str, out_dir: str | Path | None = None, steps: int | None = N
     t0 = time.time()
     parts = recipe.build(progress)
     if steps is not None:  # a shorter run of the same recipe (for smoke tests)
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        check_int("steps", steps, minimum=1)
         tc = parts["train_config"]
         parts["train_config"] = replace(tc, max_steps=steps, warmup_steps=min(tc.warmup_steps, steps // 5),
                                         eval_every=min(tc.eval_every, steps))

@@ -38,6 +38,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .checks import check_int
+
 __all__ = [
     "Table",
     "FormatInfo",
@@ -229,8 +231,9 @@ def _check_input(x: Any, granularity: str, group_size: int | None) -> None:
     if granularity != "tensor" and x.dim() == 0:
         raise ValueError(f"granularity {granularity!r} needs at least 1 dimension, got a 0-d tensor")
     if granularity == "group":
-        if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0:
-            raise ValueError(f"group_size must be a positive int for granularity 'group', got {group_size!r}")
+        if group_size is None:  # the default, meaning "not given": a missing setting, not a wrong type
+            raise ValueError("group_size must be given (an int >= 1) for granularity 'group', got None")
+        check_int("group_size", group_size, minimum=1, hint="for granularity 'group'")
         if x.shape[-1] % group_size != 0:
             raise ValueError(
                 f"group_size must divide the last dimension of x ({x.shape[-1]}), got {group_size}"
@@ -513,22 +516,13 @@ def _dtype_problem(dtype: torch.dtype, device: torch.device) -> str:
 
 def _perplexity(model: nn.Module, batches: list, device: torch.device, dtype: torch.dtype,
                 desc: str, progress: bool) -> float:
-    losses = []
-    with torch.no_grad():
-        for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
-            moved = {}
-            for key, value in batch.items():
-                if isinstance(value, torch.Tensor):
-                    value = value.to(device)
-                    if value.is_floating_point():  # float inputs follow the model's dtype
-                        value = value.to(dtype)
-                moved[key] = value
-            out = model(**moved)
-            loss = out[1] if isinstance(out, (tuple, list)) else getattr(out, "loss", None)
-            if loss is None:
-                raise ValueError("the model returned no loss: each batch must hold the labels")
-            losses.append(float(loss))
-    return math.exp(sum(losses) / len(losses))
+    """``exp(mean batch loss)`` with :func:`course_utils.training.evaluate`;
+    float inputs are cast to the model's ``dtype`` first."""
+    from .training import evaluate
+
+    cast = [{k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in b.items()}
+            for b in batches]
+    return evaluate(model, tqdm(cast, desc=desc, disable=not progress, leave=False), device)[1]
 
 
 def evaluate_quantization(

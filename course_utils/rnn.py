@@ -32,17 +32,17 @@ with ``labels`` aligned with ``input_ids``, shifted inside, ``-100`` ignored.
 from __future__ import annotations
 
 import math
-import time
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from .sampling import sample_next
+from .checks import check_int, check_number, check_one_of
+from .device import evaluating
+from .sampling import decoding_loop
+from .transformer import IGNORE_INDEX, _lm_loss
 
 __all__ = [
     "ngram_counts",
@@ -59,13 +59,7 @@ __all__ = [
     "context_cost_table",
 ]
 
-IGNORE_INDEX = -100  # label value that the loss skips (PyTorch's and Hugging Face's default)
 CELLS = ("rnn", "lstm")
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 def _as_list(tokens: Any, name: str) -> list:
@@ -89,7 +83,7 @@ def ngram_counts(tokens: Sequence[Hashable] | str | torch.Tensor, n: int) -> Cou
     ``n`` has no n-grams. Example: ``ngram_counts("abab", 2)`` ->
     ``Counter({('a', 'b'): 2, ('b', 'a'): 1})``.
     """
-    _check_int("n", n, 1)
+    check_int("n", n, 1)
     toks = _as_list(tokens, "tokens")
     return Counter(tuple(toks[i:i + n]) for i in range(len(toks) - n + 1))
 
@@ -124,9 +118,8 @@ class NGramLM:
 
     def __init__(self, tokens: Sequence[Hashable] | str | torch.Tensor, n: int = 2, k: float = 1.0,
                  vocab: Iterable[Hashable] | None = None) -> None:
-        _check_int("n", n, 1)
-        if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k) or k < 0:
-            raise ValueError(f"k must be a finite number >= 0, got {k!r}")
+        check_int("n", n, 1)
+        check_number("k", k, low=0)
         toks = _as_list(tokens, "tokens")
         if len(toks) < n:
             raise ValueError(f"tokens must hold at least n={n} tokens to count one n-gram, got {len(toks)}")
@@ -208,16 +201,18 @@ class NGramLM:
         (temperature, top-k, top-p), using ``generator`` if given.
         Example: a bigram model of ``"abcabc"`` continues ``"a"`` greedily to ``['a', 'b', 'c', 'a']``.
         """
-        _check_int("max_new_tokens", max_new_tokens, 0)
         out = _as_list(context, "context")
         self._context(out)
         for tok in out:
             self._check_token(tok)
-        for _ in range(max_new_tokens):
-            logits = self.next_token_probs(out).log()[None]  # (1, V); probability 0 -> -inf
-            i = sample_next(logits, do_sample, temperature, top_k, top_p, generator)
-            out.append(self.vocab[int(i)])
-        return out
+        ids = torch.tensor([[self.index[tok] for tok in out]], dtype=torch.long)  # (1, T)
+
+        def next_logits(ids: torch.Tensor) -> torch.Tensor:  # (1, t) -> (1, V); probability 0 -> -inf
+            return self.next_token_probs([self.vocab[i] for i in ids[0].tolist()]).log()[None]
+
+        ids = decoding_loop(next_logits, ids, max_new_tokens, do_sample, temperature, top_k, top_p,
+                            generator=generator)
+        return [self.vocab[i] for i in ids[0].tolist()]
 
 
 # ----------------------------------------------------------------------------- 2. recurrent networks
@@ -277,11 +272,9 @@ class RNNLM(nn.Module):
         super().__init__()
         for name, value in (("vocab_size", vocab_size), ("n_embd", n_embd), ("n_hidden", n_hidden),
                             ("n_layer", n_layer)):
-            _check_int(name, value, 1)
-        if cell not in CELLS:
-            raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+            check_int(name, value, 1)
+        check_one_of("cell", cell, CELLS)
+        check_number("dropout", dropout, 0, 1, high_open=True)
         self.vocab_size, self.n_embd, self.n_hidden, self.n_layer = vocab_size, n_embd, n_hidden, n_layer
         self.cell, self.dropout = cell, float(dropout)
         self.wte = nn.Embedding(vocab_size, n_embd)
@@ -352,12 +345,9 @@ class RNNLM(nn.Module):
             if not isinstance(labels, torch.Tensor) or labels.shape != input_ids.shape:
                 shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
                 raise ValueError(f"labels must have the shape of input_ids {tuple(input_ids.shape)}, got {shape}")
-            shifted = logits[:, :-1]  # (B, T-1, V): position t predicts token t + 1
-            loss = F.cross_entropy(shifted.reshape(-1, self.vocab_size), labels[:, 1:].reshape(-1),
-                                   ignore_index=IGNORE_INDEX)
+            loss = _lm_loss(logits[:, :-1], labels[:, 1:])  # shift: position t predicts token t + 1
         return logits, loss
 
-    @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int, do_sample: bool = False,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
@@ -370,27 +360,27 @@ class RNNLM(nn.Module):
         (:func:`course_utils.sampling.sample_next`; ``None`` = off).
         """
         self._check_ids(input_ids)
-        _check_int("max_new_tokens", max_new_tokens, 0)
-        sample_next(torch.zeros(1, 2), do_sample, temperature, top_k, top_p)  # check the settings once
-        was_training = self.training
-        self.eval()
-        logits, state = self.forward_with_state(input_ids)
-        out = [input_ids]
-        for step in range(max_new_tokens):
-            next_id = sample_next(logits[:, -1], do_sample, temperature, top_k, top_p, generator)  # (B,)
-            out.append(next_id[:, None].to(input_ids.dtype))
-            if step < max_new_tokens - 1:
-                logits, state = self.forward_with_state(out[-1], state)  # (B, 1, V): one step, O(1)
-        self.train(was_training)
-        return torch.cat(out, dim=1)
+        with evaluating(self), torch.inference_mode():
+            state = None  # what the model carries from token to token
+
+            def next_logits(ids: torch.Tensor) -> torch.Tensor:
+                """All ids so far ``(B, t)`` -> logits of the next token ``(B, V)``."""
+                nonlocal state
+                new = ids if state is None else ids[:, -1:]  # the prompt once, then one token: O(1) per step
+                logits, state = self.forward_with_state(new, state)  # (B, t_new, V)
+                return logits[:, -1]
+
+            out = decoding_loop(next_logits, input_ids, max_new_tokens, do_sample, temperature, top_k, top_p,
+                                generator=generator)
+        return out.clone()  # made outside inference_mode: an ordinary tensor
 
 
 # ----------------------------------------------------------------------------- 3. associative recall
 
 
 def _check_recall_sizes(n_pairs: int, vocab_size: int) -> None:
-    _check_int("n_pairs", n_pairs, 1)
-    _check_int("vocab_size", vocab_size, 2)
+    check_int("n_pairs", n_pairs, 1)
+    check_int("vocab_size", vocab_size, 2)
     if n_pairs > vocab_size // 2:
         raise ValueError(f"n_pairs must be <= vocab_size // 2 = {vocab_size // 2} (keys are distinct), got {n_pairs}")
 
@@ -423,7 +413,7 @@ def recall_batch(batch_size: int, n_pairs: int = 8, vocab_size: int = 64, genera
     batches everywhere. Example (vocab 8, one pair): ``input_ids [[1, 5, 1, 5]]``,
     ``labels [[-100, -100, -100, 5]]``.
     """
-    _check_int("batch_size", batch_size, 1)
+    check_int("batch_size", batch_size, 1)
     _check_recall_sizes(n_pairs, vocab_size)
     n_keys = vocab_size // 2
     keys = torch.rand(batch_size, n_keys, generator=generator).argsort(dim=1)[:, :n_pairs]  # (B, n) distinct
@@ -466,10 +456,8 @@ def recall_collate(examples: Sequence[Mapping[str, Any]] | Mapping[str, Any],
 def recall_accuracy(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> float:
     """Share of sequences whose answer is the argmax (over the whole vocabulary)
     of the prediction made at the query, ``logits[:, -2]``; ``batch`` as from :func:`recall_batch`."""
-    was_training = model.training
-    model.eval()
-    logits = model(batch["input_ids"])[0]  # (B, T, V)
-    model.train(was_training)
+    with evaluating(model):
+        logits = model(batch["input_ids"])[0]  # (B, T, V)
     return (logits[:, -2].argmax(dim=-1) == batch["labels"][:, -1]).float().mean().item()
 
 
@@ -490,9 +478,9 @@ def copy_batch(batch_size: int, length: int = 16, vocab_size: int = 64, generato
     Random numbers are drawn on the CPU with ``generator``, then moved to ``device``.
     Example (vocab 4, length 2): ``input_ids [[2, 0, 3, 2, 0]]``, ``labels [[-100, -100, -100, 2, 0]]``.
     """
-    _check_int("batch_size", batch_size, 1)
-    _check_int("length", length, 1)
-    _check_int("vocab_size", vocab_size, 2)
+    check_int("batch_size", batch_size, 1)
+    check_int("length", length, 1)
+    check_int("vocab_size", vocab_size, 2)
     x = torch.randint(vocab_size - 1, (batch_size, length), generator=generator)  # (B, L)
     sep = torch.full((batch_size, 1), vocab_size - 1, dtype=torch.long)
     input_ids = torch.cat([x, sep, x], dim=1)  # (B, 2L + 1)
@@ -506,10 +494,8 @@ def copy_batch(batch_size: int, length: int = 16, vocab_size: int = 64, generato
 def copy_accuracy(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> float:
     """Share of the copied tokens (labels != -100) that are the argmax of the
     prediction made one position earlier; ``batch`` as from :func:`copy_batch`."""
-    was_training = model.training
-    model.eval()
-    logits = model(batch["input_ids"])[0]  # (B, T, V)
-    model.train(was_training)
+    with evaluating(model):
+        logits = model(batch["input_ids"])[0]  # (B, T, V)
     scored = batch["labels"][:, 1:] != IGNORE_INDEX  # (B, T-1): position t predicts t + 1
     hits = logits[:, :-1].argmax(dim=-1) == batch["labels"][:, 1:]
     return hits[scored].float().mean().item()
@@ -563,11 +549,12 @@ def associative_recall_experiment(
     :class:`course_utils.transformer.DecoderOnlyLM`; sizes and learning rates in
     ``RECALL_MODELS``, overridable per model with ``sizes``) starts from
     ``torch.manual_seed(seed)`` and sees the same stream of :func:`recall_batch`
-    batches. Training is AdamW at a constant learning rate (after 50 warmup
-    steps) with the gradient norm clipped to 1, until ``time_budget_s`` seconds
-    have passed (batch making included) or, when ``max_steps`` is given, after
-    that many updates, whichever comes first (a step count makes a run
-    reproducible on machines of any speed). Then the exact-match accuracy of the
+    batches. Training is the course's loop, :func:`course_utils.training.train`:
+    AdamW (no weight decay) at a constant learning rate after 50 warmup steps,
+    the gradient norm clipped to 1, until ``time_budget_s`` seconds have passed
+    (batch making included) or, when ``max_steps`` is given, after that many
+    updates, whichever comes first (a step count makes a run reproducible on
+    machines of any speed). Then the exact-match accuracy of the
     argmax answer is measured on ``n_eval`` fresh sequences (another seed).
     ``device``: ``None`` = the best available (:func:`course_utils.device.get_device`).
 
@@ -588,21 +575,20 @@ def associative_recall_experiment(
     models the same budget on the same machine.
     """
     from .device import get_device
+    from .training import TrainConfig, train
 
-    if task not in ("recall", "copy"):
-        raise ValueError(f"task must be 'recall' or 'copy', got {task!r}")
+    check_one_of("task", task, ("recall", "copy"))
     _check_recall_sizes(n_pairs, vocab_size)
     for name, value in (("batch_size", batch_size), ("n_eval", n_eval), ("log_every", log_every)):
-        _check_int(name, value, 1)
+        check_int(name, value, minimum=1)
     if max_steps is not None:
-        _check_int("max_steps", max_steps, 1)
-    if isinstance(time_budget_s, bool) or not isinstance(time_budget_s, (int, float)) or not time_budget_s > 0:
-        raise ValueError(f"time_budget_s must be a number > 0, got {time_budget_s!r}")
+        check_int("max_steps", max_steps, minimum=1)
+    check_number("time_budget_s", time_budget_s, low=0, low_open=True, allow_inf=True)
     if isinstance(models, str) or not models or any(m not in RECALL_MODELS for m in models):
         raise ValueError(f"models must be a non-empty sequence of names from {tuple(RECALL_MODELS)}, got {models!r}")
     if sizes is not None and any(m not in RECALL_MODELS for m in sizes):
         raise ValueError(f"sizes must be keyed by names from {tuple(RECALL_MODELS)}, got keys {sorted(sizes)}")
-    _check_int("seed", seed, 0)
+    check_int("seed", seed, minimum=0)
     device = get_device(device)
     if task == "recall":
         block_size = 2 * n_pairs + 2
@@ -612,40 +598,20 @@ def associative_recall_experiment(
         block_size = 4 * n_pairs + 1
         make_batch = lambda n, gen: copy_batch(n, 2 * n_pairs, vocab_size, generator=gen, device=device)
         accuracy = copy_accuracy
+    steps = max_steps if max_steps is not None else 10**12  # no step limit: the time budget ends the run
     results: dict[str, dict[str, Any]] = {}
     for name in models:
         cfg = {**RECALL_MODELS[name], **(dict(sizes.get(name, {})) if sizes else {})}
         torch.manual_seed(seed)
-        model = _build_recall_model(name, vocab_size, block_size, cfg).to(device).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=0.0)
-        data = torch.Generator().manual_seed(seed)
-        curve: dict[str, list] = {"step": [], "time": [], "loss": []}
-        window, steps = [], 0
-        bar = tqdm(total=round(time_budget_s, 1), desc=name, unit="s", disable=not progress,
-                   bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}")
-        start = time.perf_counter()
-        elapsed = 0.0
-        while elapsed < time_budget_s and (max_steps is None or steps < max_steps):
-            for group in optimizer.param_groups:
-                group["lr"] = cfg["lr"] * min(1.0, (steps + 1) / 50)  # linear warmup over 50 steps
-            batch = make_batch(batch_size, data)
-            _, loss = model(**batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            steps += 1
-            window.append(loss.item())
-            now = time.perf_counter() - start
-            bar.update(min(now, time_budget_s) - min(elapsed, time_budget_s))
-            elapsed = now
-            if steps % log_every == 0 or elapsed >= time_budget_s or steps == max_steps:
-                curve["step"].append(steps)
-                curve["time"].append(elapsed)
-                curve["loss"].append(sum(window) / len(window))
-                bar.set_postfix(loss=f"{curve['loss'][-1]:.3f}", steps=steps, refresh=False)
-                window = []
-        bar.close()
+        model = _build_recall_model(name, vocab_size, block_size, cfg)
+        config = TrainConfig(
+            max_steps=steps, max_seconds=None if math.isinf(time_budget_s) else time_budget_s,
+            lr=cfg["lr"], warmup_steps=min(50, steps), min_lr_ratio=1.0,  # linear warmup, then constant
+            weight_decay=0.0, betas=(0.9, 0.999), grad_clip=1.0,  # plain AdamW, as torch.optim.AdamW's defaults
+            log_every=log_every, seed=seed, device=device, use_amp=False, progress=progress, desc=name,
+        )
+        # each model sees the same stream of fresh batches: train seeds `generator` with `seed`
+        history = train(model, lambda split, generator: make_batch(batch_size, generator), config)
         eval_gen = torch.Generator().manual_seed(seed + 1_000_003)  # held-out sequences: another stream
         correct = 0
         for chunk_start in range(0, n_eval, 500):
@@ -653,11 +619,11 @@ def associative_recall_experiment(
             correct += accuracy(model, make_batch(n, eval_gen)) * n
         results[name] = {
             "accuracy": correct / n_eval,
-            "steps": steps,
+            "steps": history.step[-1],
             "params": sum(p.numel() for p in model.parameters()),
-            "seconds": elapsed,
-            "final_loss": curve["loss"][-1],
-            "loss_curve": curve,
+            "seconds": history.time[-1],
+            "final_loss": history.train_loss[-1],
+            "loss_curve": {"step": history.step, "time": history.time, "loss": history.train_loss},
         }
     return results
 
@@ -701,9 +667,9 @@ def context_cost_table(context_lengths: Sequence[int], rnn: RNNLM | Mapping[str,
     if isinstance(context_lengths, (str, bytes)) or not isinstance(context_lengths, Sequence) or not context_lengths:
         raise ValueError(f"context_lengths must be a non-empty sequence of ints >= 1, got {context_lengths!r}")
     for i, t in enumerate(context_lengths):
-        _check_int(f"context_lengths[{i}]", t, 1)
-    _check_int("batch_size", batch_size, 1)
-    _check_int("bytes_per_value", bytes_per_value, 1)
+        check_int(f"context_lengths[{i}]", t, 1)
+    check_int("batch_size", batch_size, 1)
+    check_int("bytes_per_value", bytes_per_value, 1)
     if isinstance(rnn, RNNLM):
         V, E, H, L_r, cell = rnn.vocab_size, rnn.n_embd, rnn.n_hidden, rnn.n_layer, rnn.cell
     elif isinstance(rnn, Mapping):

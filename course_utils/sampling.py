@@ -32,11 +32,12 @@ Objective Function for Neural Conversation Models").
 
 from __future__ import annotations
 
-import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
+
+from .checks import check_int, check_number
 
 __all__ = [
     "apply_temperature",
@@ -44,6 +45,7 @@ __all__ = [
     "top_p_filter",
     "filtered_distribution",
     "sample_next",
+    "decoding_loop",
     "repetition_rate",
     "distinct_n",
 ]
@@ -64,29 +66,25 @@ def _check_logits(logits: torch.Tensor) -> None:
 
 
 def _check_temperature(temperature: float) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"temperature must be a real number > 0, got {type(temperature).__name__}")
-    if not math.isfinite(temperature) or temperature <= 0:
-        raise ValueError(
-            f"temperature must be a finite number > 0 (use do_sample=False for greedy decoding), got {temperature}"
-        )
-    return float(temperature)
+    return check_number("temperature", temperature, low=0, low_open=True,
+                        hint="use do_sample=False for greedy decoding")
 
 
 def _check_top_k(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise ValueError(f"top_k must be an integer >= 1 (or None for no top-k), got {k!r}")
-    if k < 1:
-        raise ValueError(f"top_k must be an integer >= 1 (or None for no top-k), got {k}")
-    return int(k)
+    return check_int("top_k", k, minimum=1, hint="or None for no top-k")
 
 
 def _check_top_p(p: float) -> float:
-    if isinstance(p, bool) or not isinstance(p, numbers.Real):
-        raise ValueError(f"top_p must be a number in (0, 1] (or None for no top-p), got {p!r}")
-    if not (0 < p <= 1):  # also False for nan
-        raise ValueError(f"top_p must be in (0, 1] (or None for no top-p), got {p}")
-    return float(p)
+    return check_number("top_p", p, 0, 1, low_open=True, hint="or None for no top-p")
+
+
+def _check_settings(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Check the three sampling settings (``None`` = that filter is off)."""
+    _check_temperature(temperature)
+    if top_k is not None:
+        _check_top_k(top_k)
+    if top_p is not None:
+        _check_top_p(top_p)
 
 
 # --------------------------------------------------------------------------- filters
@@ -168,11 +166,7 @@ def filtered_distribution(
     -> about ``[0.51, 0.31, 0.19, 0, 0]``.
     """
     _check_logits(logits)
-    _check_temperature(temperature)
-    if top_k is not None:
-        _check_top_k(top_k)
-    if top_p is not None:
-        _check_top_p(top_p)
+    _check_settings(temperature, top_k, top_p)
     return _warp(logits, temperature, top_k, top_p).softmax(dim=-1)
 
 
@@ -200,15 +194,78 @@ def sample_next(
     _check_logits(logits)
     if logits.dim() != 2:
         raise ValueError(f"logits must have shape (B, V), got {tuple(logits.shape)}")
-    _check_temperature(temperature)
-    if top_k is not None:
-        _check_top_k(top_k)
-    if top_p is not None:
-        _check_top_p(top_p)
+    _check_settings(temperature, top_k, top_p)
+    return _choose(logits, do_sample, temperature, top_k, top_p, generator)
+
+
+def _choose(logits: torch.Tensor, do_sample: bool, temperature: float, top_k: int | None, top_p: float | None,
+            generator: torch.Generator | None) -> torch.Tensor:
+    """:func:`sample_next` without the checks: ``(B, V)`` -> ``(B,)``."""
     if not do_sample:
         return logits.argmax(dim=-1)  # (B,)
     probs = _warp(logits, temperature, top_k, top_p).softmax(dim=-1)  # (B, V)
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)  # (B,)
+
+
+# --------------------------------------------------------------------------- the decoding loop
+
+
+def decoding_loop(next_logits: Callable[[torch.Tensor], torch.Tensor], prompt: torch.Tensor, max_new_tokens: int,
+                  do_sample: bool = False, temperature: float = 1.0, top_k: int | None = None,
+                  top_p: float | None = None, eos_token_id: int | None = None, pad_token_id: int = 0,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Autoregressive decoding, the loop behind every model's ``generate``.
+
+    Ask the model for the logits of the next token, choose one with
+    :func:`sample_next`'s rule, append it, repeat::
+
+        logits = next_logits(prompt)                   # (B, V)
+        for each new position: token = choose(logits); ids = [ids, token]; logits = next_logits(ids)
+
+    Args:
+        next_logits: ``next_logits(ids) -> logits``: given every id so far,
+            ``(B, t)``, the logits ``(B, V)`` of the token that follows. It is
+            called first with the prompt, then once per new token (never after
+            the last one). A model that keeps its past (a KV cache, an RNN
+            state) reads only the ids it has not seen yet.
+        prompt: ``(B, T)`` ids to continue.
+        max_new_tokens: the most tokens to add, ``>= 0``.
+        do_sample, temperature, top_k, top_p, generator: as in :func:`sample_next`
+            (greedy by default; ``None`` = that filter is off).
+        eos_token_id: a sequence that produced it is padded with ``pad_token_id``
+            afterwards; the loop stops early once every sequence has.
+
+    Returns ``(B, T + n)`` long ids, prompt included, ``n <= max_new_tokens``.
+    The caller chooses the autograd mode: the models run it under
+    ``torch.inference_mode()`` and hand back a copy made outside it.
+    Example: a model whose next token is always the last one plus 1 continues
+    ``[[1, 2]]`` by 3 tokens greedily to ``[[1, 2, 3, 4, 5]]``.
+    """
+    check_int("max_new_tokens", max_new_tokens, minimum=0)
+    _check_settings(temperature, top_k, top_p)
+    if eos_token_id is not None:
+        check_int("eos_token_id", eos_token_id, minimum=0, hint="or None")
+    B, T = prompt.shape
+    out = torch.full((B, T + max_new_tokens), pad_token_id, dtype=torch.long, device=prompt.device)
+    out[:, :T] = prompt
+    if max_new_tokens == 0:
+        return out
+    logits = next_logits(prompt)  # (B, V)
+    if eos_token_id is not None and eos_token_id >= logits.shape[-1]:
+        raise ValueError(f"eos_token_id must be None or in [0, {logits.shape[-1]}) (the vocabulary), "
+                         f"got {eos_token_id}")
+    finished = torch.zeros(B, dtype=torch.bool, device=prompt.device)
+    for i in range(max_new_tokens):
+        if i > 0:
+            logits = next_logits(out[:, :T + i])  # (B, V): what follows the token chosen last
+        next_id = _choose(logits, do_sample, temperature, top_k, top_p, generator)  # (B,)
+        if eos_token_id is not None:
+            next_id = next_id.masked_fill(finished, pad_token_id)  # finished sequences get padding
+            finished |= next_id == eos_token_id
+        out[:, T + i] = next_id
+        if eos_token_id is not None and bool(finished.all()):
+            return out[:, :T + i + 1]  # every sequence has finished
+    return out
 
 
 # --------------------------------------------------------------------------- metrics
@@ -225,9 +282,7 @@ def _as_tokens(seq: Sequence | torch.Tensor, name: str) -> list:
 
 
 def _check_n(n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
-    return int(n)
+    return check_int("n", n, minimum=1)
 
 
 def _ngrams(tokens: list, n: int) -> list[tuple]:

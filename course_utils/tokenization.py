@@ -46,6 +46,8 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
+from .checks import check_int
+
 try:  # the `regex` module knows Unicode classes such as \p{L}; it ships with transformers
     import regex as _re_unicode
 except ImportError:  # pragma: no cover - exercised only without `regex`
@@ -135,14 +137,6 @@ def _check_ids(ids: Any, vocab_size: int) -> list[int]:
             raise ValueError(f"ids must be in [0, {vocab_size}) (vocab_size), got {i}")
         out.append(i)
     return out
-
-
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 # --------------------------------------------------------------------------- base class
@@ -290,7 +284,7 @@ class WordTokenizer(Tokenizer):
     ) -> None:
         super().__init__()
         _check_text(text)
-        _check_int(max_vocab_size, "max_vocab_size", 1)
+        check_int("max_vocab_size", max_vocab_size, 1)
         _check_text(unk_token, "unk_token")
         self.max_vocab_size = max_vocab_size
         self.lowercase = lowercase
@@ -428,7 +422,7 @@ class BPETokenizer(Tokenizer):
 
         _check_text(text)
         specials = self._check_special_tokens(special_tokens)
-        _check_int(vocab_size, "vocab_size", 256 + len(specials))
+        check_int("vocab_size", vocab_size, 256 + len(specials))
         num_merges = vocab_size - 256 - len(specials)
 
         # (1) unique chunks and their frequencies
@@ -616,7 +610,7 @@ def train_hf_bpe(
             f"got {type(text_or_iterator).__name__}"
         )
     specials = list(special_tokens or [])
-    _check_int(vocab_size, "vocab_size", 256 + len(specials))
+    check_int("vocab_size", vocab_size, 256 + len(specials))
     tok = HFTokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # GPT-2 regex + bytes
     tok.decoder = decoders.ByteLevel()

@@ -45,7 +45,8 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .device import autocast_dtype, get_device, seed_everything
+from .checks import check_bool, check_int, check_number
+from .device import autocast_dtype, evaluating, get_device, seed_everything, training_mode
 
 __all__ = [
     "TrainConfig",
@@ -65,26 +66,12 @@ Batches = Callable[..., Batch] | Iterable[Batch]
 # ----------------------------------------------------------------------------- checks
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
-def _check_float(name: str, value: Any, low: float, high: float = math.inf, low_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high == math.inf else ']'}"
-        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
-
-
 def _check_betas(betas: Any) -> tuple[float, float]:
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+    if not isinstance(betas, (tuple, list)):
+        raise TypeError(f"betas must be a pair (beta1, beta2), got {type(betas).__name__}")
+    if len(betas) != 2:
         raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-    for i, b in enumerate(betas):
-        if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0.0 <= b < 1.0:
-            raise ValueError(f"betas[{i}] must be in [0, 1), got {b!r}")
-    return float(betas[0]), float(betas[1])
+    return tuple(check_number(f"betas[{i}]", b, 0, 1, high_open=True) for i, b in enumerate(betas))
 
 
 # ----------------------------------------------------------------------------- configuration and history
@@ -94,7 +81,8 @@ def _check_betas(betas: Any) -> tuple[float, float]:
 class TrainConfig:
     """Settings of one training run. Steps count optimizer updates."""
 
-    max_steps: int = 1000  # optimizer updates in the whole run
+    max_steps: int = 1000  # optimizer updates in the whole run (the schedule's length)
+    max_seconds: float | None = None  # also stop once training has run this long (wall clock); None = no limit
     lr: float = 3e-4  # peak learning rate, reached at the end of warmup
     min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio (nanoGPT: 0.1)
     warmup_steps: int = 100  # linear warmup from lr / warmup_steps to lr
@@ -111,28 +99,30 @@ class TrainConfig:
     device: str | torch.device | None = None  # "cpu", "cuda", "mps"; None = the best (device.get_device)
     use_amp: bool = True  # bf16 autocast on CUDA GPUs that support it; ignored elsewhere
     progress: bool = True  # show a tqdm progress bar
+    desc: str = "train"  # the progress bar's label
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "grad_accum_steps", "eval_every", "eval_batches", "log_every"):
-            _check_int(name, getattr(self, name), 1)
+            check_int(name, getattr(self, name), minimum=1)
         for name in ("warmup_steps", "checkpoint_every"):
-            _check_int(name, getattr(self, name), 0)
-        if self.warmup_steps > self.max_steps:
-            raise ValueError(f"warmup_steps must be <= max_steps={self.max_steps}, got {self.warmup_steps}")
-        _check_float("lr", self.lr, 0.0, low_open=True)
-        _check_float("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
-        _check_float("weight_decay", self.weight_decay, 0.0)
-        _check_float("grad_clip", self.grad_clip, 0.0)
+            check_int(name, getattr(self, name), minimum=0)
+        check_int("warmup_steps", self.warmup_steps, maximum=self.max_steps, hint="max_steps")
+        if self.max_seconds is not None:
+            check_number("max_seconds", self.max_seconds, low=0, low_open=True, hint="or None for no time limit")
+        check_number("lr", self.lr, low=0, low_open=True)
+        check_number("min_lr_ratio", self.min_lr_ratio, 0, 1)
+        check_number("weight_decay", self.weight_decay, low=0)
+        check_number("grad_clip", self.grad_clip, low=0)
         self.betas = _check_betas(self.betas)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ValueError(f"seed must be an int, got {self.seed!r}")
+        check_int("seed", self.seed)
         if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, (str, os.PathLike)):
-            raise ValueError(f"checkpoint_dir must be None or a path, got {self.checkpoint_dir!r}")
+            raise TypeError(f"checkpoint_dir must be None or a path, got {self.checkpoint_dir!r}")
         if self.device is not None and not isinstance(self.device, (str, torch.device)):
-            raise ValueError(f"device must be None, a str or a torch.device, got {self.device!r}")
-        for name in ("use_amp", "progress"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+            raise TypeError(f"device must be None, a str or a torch.device, got {self.device!r}")
+        check_bool("use_amp", self.use_amp)
+        check_bool("progress", self.progress)
+        if not isinstance(self.desc, str):
+            raise TypeError(f"desc must be a str, got {type(self.desc).__name__}")
 
     @property
     def min_lr(self) -> float:
@@ -203,8 +193,8 @@ def configure_optimizer(
     Example: a ``Linear(4, 3)`` gives groups of sizes ``[1, 1]``: the ``(3, 4)``
     weight decays, the ``(3,)`` bias does not.
     """
-    _check_float("lr", lr, 0.0, low_open=True)
-    _check_float("weight_decay", weight_decay, 0.0)
+    check_number("lr", lr, low=0, low_open=True)
+    check_number("weight_decay", weight_decay, low=0)
     betas = _check_betas(betas)
     params = [p for p in model.parameters() if p.requires_grad]  # each shared parameter once
     if not params:
@@ -230,11 +220,11 @@ def lr_at(step: int, max_lr: float, min_lr: float, warmup_steps: int, max_steps:
     step 0 -> 1e-4, step 4 -> 5e-4, steps 9 and 10 -> 1e-3, step 60 (half way) ->
     1e-4 + 9e-4 / 2 = 5.5e-4, step 110 and later -> 1e-4.
     """
-    _check_int("step", step, 0)
-    _check_int("warmup_steps", warmup_steps, 0)
-    _check_int("max_steps", max_steps, 1)
-    _check_float("max_lr", max_lr, 0.0, low_open=True)
-    _check_float("min_lr", min_lr, 0.0, max_lr)
+    check_int("step", step, minimum=0)
+    check_int("warmup_steps", warmup_steps, minimum=0)
+    check_int("max_steps", max_steps, minimum=1)
+    check_number("max_lr", max_lr, low=0, low_open=True)
+    check_number("min_lr", min_lr, 0, max_lr)
     if step < warmup_steps:
         return max_lr * (step + 1) / warmup_steps
     if step >= max_steps:
@@ -347,29 +337,23 @@ def evaluate(
     The model is put in eval mode and back to its previous mode afterwards.
     """
     if max_batches is not None:
-        _check_int("max_batches", max_batches, 1)
+        check_int("max_batches", max_batches, minimum=1)
     if callable(batches) and max_batches is None:
         raise ValueError("max_batches must be given when batches is a get_batch callable, got None")
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    total, count = torch.zeros((), device=device), 0
-    try:
-        with torch.random.fork_rng(devices=[]):  # leave the training run's random numbers untouched
-            torch.random.default_generator.manual_seed(seed)
-            stream = _BatchStream(batches, "val", seed, name="val_batches") if callable(batches) else batches
-            for batch in itertools.islice(stream, max_batches):
-                if not isinstance(batch, Mapping):
-                    raise TypeError(f"batches must yield dicts of tensors, got {type(batch).__name__}")
-                with _autocast(device, use_amp):
-                    total += _loss_of(model(**_to_device(batch, device))).float()
-                count += 1
-    finally:
-        model.train(was_training)
-    if count == 0:
+    losses = []  # one 0-d tensor per batch, left on the device: no synchronisation per batch
+    with evaluating(model), torch.random.fork_rng(devices=[]):  # leave the training run's random numbers untouched
+        torch.random.default_generator.manual_seed(seed)
+        stream = _BatchStream(batches, "val", seed, name="val_batches") if callable(batches) else batches
+        for batch in itertools.islice(stream, max_batches):
+            if not isinstance(batch, Mapping):
+                raise TypeError(f"batches must yield dicts of tensors, got {type(batch).__name__}")
+            with _autocast(device, use_amp):
+                losses.append(_loss_of(model(**_to_device(batch, device))).float())
+    if not losses:
         raise ValueError("batches yielded no batch (a one-shot iterator is used up after one pass: "
                          "pass a list, a DataLoader or a get_batch callable)")
-    loss = total.item() / count
+    loss = torch.stack(losses).cpu().double().mean().item()  # averaged in float64, on the CPU
     return loss, math.exp(loss)
 
 
@@ -410,7 +394,7 @@ def save_checkpoint(
     """
     from safetensors.torch import save_file, save_model
 
-    _check_int("step", step, 0)
+    check_int("step", step, minimum=0)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     model = _unwrap(model)
@@ -526,6 +510,29 @@ def _setup_distributed(config: TrainConfig) -> tuple[int, int, torch.device]:
 # ----------------------------------------------------------------------------- the loop
 
 
+def _out_of_time(config: TrainConfig, elapsed: float, world: int, device: torch.device) -> bool:
+    """Whether the time limit is reached; under DDP, as soon as it is for any
+    process, so that all of them stop after the same step."""
+    if config.max_seconds is None:
+        return False
+    over = elapsed >= config.max_seconds
+    if world > 1:
+        flag = torch.tensor(float(over), device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        over = bool(flag.item())
+    return over
+
+
+def _progress_bar(config: TrainConfig, step: int, seconds: float, rank: int) -> tqdm:
+    """A bar of optimizer steps, or of seconds when the run has a time limit
+    (it may end before ``max_steps``); shown by process 0 only."""
+    disable = not config.progress or rank != 0
+    if config.max_seconds is None:
+        return tqdm(total=config.max_steps, initial=step, desc=config.desc, disable=disable)
+    return tqdm(total=config.max_seconds, initial=min(seconds, config.max_seconds), desc=config.desc, unit="s",
+                disable=disable, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}")
+
+
 def train(
     model: nn.Module,
     train_batches: Batches,
@@ -533,7 +540,11 @@ def train(
     val_batches: Batches | None = None,
     resume_from: str | os.PathLike | None = None,
 ) -> History:
-    """Train ``model`` in place for ``config.max_steps`` optimizer updates.
+    """Train ``model`` in place for ``config.max_steps`` optimizer updates, or
+    until ``config.max_seconds`` have passed if that comes first (the step that
+    crosses the limit is the last, and is recorded, evaluated and saved as
+    such). The time counts from the start of the loop, batch making included,
+    and carries on across a resumed run.
 
     Each update: set the learning rate (:func:`lr_at`); for each of
     ``grad_accum_steps`` micro-batches, forward, ``loss / grad_accum_steps``,
@@ -558,6 +569,8 @@ def train(
     ``DistributedSampler``), gradients are averaged across processes
     once per update (``no_sync`` on the other micro-batches), and only process 0
     shows the progress bar and writes checkpoints. Its ``train_loss`` is its own.
+    The model is in training mode during the run and back in its previous mode
+    afterwards, also when the run fails.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -565,8 +578,7 @@ def train(
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     rank, world, device = _setup_distributed(config)
     seed_everything(config.seed + rank)
-    was_training = model.training
-    model.to(device).train()
+    model.to(device)
     optimizer = configure_optimizer(model, config.lr, config.weight_decay, config.betas, device)
     data = _BatchStream(train_batches, "train", config.seed + rank, rank, world, name="train_batches")
     history, start = History(), 0
@@ -582,8 +594,8 @@ def train(
     t0 = time.perf_counter() - (history.time[-1] if history.time else 0.0)
     window_loss, window_steps = torch.zeros((), device=device), 0  # train loss since the last record
     postfix: dict[str, str] = {}  # what the progress bar shows
-    bar = tqdm(total=config.max_steps, initial=start, desc="train", disable=not config.progress or rank != 0)
-    with bar:
+    bar = _progress_bar(config, start, history.time[-1] if history.time else 0.0, rank)
+    with training_mode(model), bar:
         for step in range(start, config.max_steps):
             lr = lr_at(step, config.lr, config.min_lr, config.warmup_steps, config.max_steps)
             for group in optimizer.param_groups:
@@ -602,7 +614,8 @@ def train(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             done, window_steps = step + 1, window_steps + 1
-            final = done == config.max_steps
+            elapsed = time.perf_counter() - t0
+            final = done == config.max_steps or _out_of_time(config, elapsed, world, device)
             checkpoint_due = config.checkpoint_dir is not None and (
                 final or (config.checkpoint_every > 0 and done % config.checkpoint_every == 0))
 
@@ -611,7 +624,7 @@ def train(
                 history.train_loss.append(window_loss.item() / window_steps)
                 history.lr.append(lr)
                 history.tokens.append(tokens)
-                history.time.append(time.perf_counter() - t0)
+                history.time.append(elapsed)
                 window_loss.zero_()
                 window_steps = 0
                 postfix.update(loss=f"{history.train_loss[-1]:.4f}", lr=f"{lr:.2e}")
@@ -631,6 +644,7 @@ def train(
                 if world > 1:
                     dist.barrier()  # the checkpoint is complete before anyone goes on
             bar.set_postfix(postfix, refresh=False)
-            bar.update(1)
-    model.train(was_training)
+            bar.update(1 if config.max_seconds is None else min(elapsed, config.max_seconds) - bar.n)
+            if final:
+                break
     return history

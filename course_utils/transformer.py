@@ -27,6 +27,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import KVCache, MultiHeadAttention, make_attention_mask
+from .checks import check_int, check_number, check_one_of
+from .device import evaluating
+from .sampling import decoding_loop
 
 __all__ = [
     "TransformerConfig",
@@ -60,21 +63,15 @@ class TransformerConfig:
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, getattr(self, name), minimum=1)
         for name in ("n_decoder_layer", "n_inner"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be None or a positive int, got {value!r}")
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), minimum=1, hint="or None")
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_head must divide n_embd, got n_embd={self.n_embd} and n_head={self.n_head}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.activation not in ("gelu", "gelu_tanh"):
-            raise ValueError(f"activation must be 'gelu' or 'gelu_tanh', got {self.activation!r}")
-        if not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"pad_token_id must be in [0, vocab_size={self.vocab_size}), got {self.pad_token_id}")
+        check_number("dropout", self.dropout, 0, 1, high_open=True)
+        check_one_of("activation", self.activation, ("gelu", "gelu_tanh"))
+        check_int("pad_token_id", self.pad_token_id, 0, self.vocab_size - 1, hint=f"vocab_size={self.vocab_size}")
 
     @property
     def head_dim(self) -> int:
@@ -142,21 +139,22 @@ class Block(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x``: ``(B, T, C)`` -> ``(B, T, C)``, plus self-attention weights
         ``(B, n_head, T, T_k)`` when ``need_weights``."""
-        attn = lambda h: self.attn(h, mask=mask, is_causal=is_causal, cache=cache, need_weights=need_weights)
-        cross = lambda h: self.cross_attn(h, context=context, mask=context_mask, cache=cross_cache)[0]
-        if self.pre_norm:
-            a, weights = attn(self.ln_1(x))
-            x = x + a
-            if self.cross_attn is not None:
-                x = x + cross(self.ln_cross(x))
-            x = x + self.mlp(self.ln_2(x))
-        else:
-            a, weights = attn(x)
-            x = self.ln_1(x + a)
-            if self.cross_attn is not None:
-                x = self.ln_cross(x + cross(x))
-            x = self.ln_2(x + self.mlp(x))
+        x, weights = self._residual(x, self.ln_1, self.attn, mask=mask, is_causal=is_causal, cache=cache,
+                                    need_weights=need_weights)
+        if self.cross_attn is not None:
+            x, _ = self._residual(x, self.ln_cross, self.cross_attn, context=context, mask=context_mask,
+                                  cache=cross_cache)
+        x, _ = self._residual(x, self.ln_2, self.mlp)
         return x, weights
+
+    def _residual(self, x: torch.Tensor, norm: nn.LayerNorm, sublayer: nn.Module,
+                  **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One sub-layer in its residual connection: ``x + sublayer(norm(x))``
+        (pre-norm) or ``norm(x + sublayer(x))`` (post-norm), ``(B, T, C)`` -> ``(B, T, C)``.
+        Attention returns ``(y, weights)``; the weights are passed on (the MLP has none)."""
+        out = sublayer(norm(x) if self.pre_norm else x, **kwargs)
+        y, weights = out if isinstance(out, tuple) else (out, None)
+        return (x + y if self.pre_norm else norm(x + y)), weights
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -192,8 +190,7 @@ def init_weights(model: nn.Module, scheme: str = "gpt2") -> nn.Module:
     Why two: on small synthetic tasks the scale of the start can decide whether
     a circuit forms at all; chapter 2 measures this on key-value recall.
     """
-    if scheme not in INIT_SCHEMES:
-        raise ValueError(f"scheme must be one of {INIT_SCHEMES}, got {scheme!r}")
+    check_one_of("scheme", scheme, INIT_SCHEMES)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     with torch.no_grad():
@@ -295,29 +292,20 @@ class _LanguageModel(nn.Module):
                 lines.append("-" * (sum(widths) + 4))
         return "\n".join(lines)
 
+    def _encoder_mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """Check an encoder's input ``(B, T)`` and turn its padding ``attention_mask``
+        ``(B, T)`` into a bidirectional attention mask ``(B, 1, T, T)``; ``None``: nothing to hide."""
+        _check_ids(input_ids, self.config)
+        if attention_mask is None:
+            return None
+        B, T = input_ids.shape
+        _check_attention_mask(attention_mask, B, T)
+        return make_attention_mask(T, T, False, attention_mask, input_ids.device)
+
     def _new_caches(self, n: int, batch_size: int, device: torch.device) -> list[KVCache]:
         c = self.config
         dtype = next(self.parameters()).dtype
         return [KVCache(batch_size, c.n_head, c.block_size, c.head_dim, device=device, dtype=dtype) for _ in range(n)]
-
-
-def _sampler(do_sample: bool, temperature: float, top_k: int | None, top_p: float | None,
-             generator: torch.Generator | None):
-    """Validate the generation settings once and return ``logits (B, V) -> ids (B,)``."""
-    if not do_sample:
-        return lambda logits: logits.argmax(dim=-1)  # greedy
-    from .sampling import sample_next
-
-    sample_next(torch.zeros(1, 2), do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p)
-    return lambda logits: sample_next(logits, do_sample=do_sample, temperature=temperature,
-                                      top_k=top_k, top_p=top_p, generator=generator)
-
-
-def _check_generate_args(max_new_tokens: int, eos_token_id: int | None, vocab_size: int) -> None:
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-    if eos_token_id is not None and not 0 <= eos_token_id < vocab_size:
-        raise ValueError(f"eos_token_id must be None or in [0, {vocab_size}), got {eos_token_id}")
 
 
 # ----------------------------------------------------------------------------- decoder-only (GPT)
@@ -395,7 +383,6 @@ class DecoderOnlyLM(_LanguageModel):
         self.forward(input_ids, need_weights=True)
         return self.last_attention
 
-    @torch.no_grad()
     def generate(
         self,
         input_ids: torch.Tensor,
@@ -424,34 +411,20 @@ class DecoderOnlyLM(_LanguageModel):
         Returns ``(B, T + n)`` ids, prompt included, with ``n <= max_new_tokens``.
         """
         _check_ids(input_ids, self.config)
-        _check_generate_args(max_new_tokens, eos_token_id, self.config.vocab_size)
-        pick = _sampler(do_sample, temperature, top_k, top_p, generator)
-        was_training = self.training
-        self.eval()
-        B, n_ctx = input_ids.shape[0], self.config.block_size
-        out = [input_ids]
+        n_ctx = self.config.block_size
         # inference_mode skips autograd's bookkeeping on every small op of every step
-        with torch.inference_mode():
-            caches = self._new_caches(len(self.blocks), B, input_ids.device) if use_cache else None
-            logits = self(input_ids, caches=caches)[0][:, -1]  # (B, V)
-            length = input_ids.shape[1]
-            finished = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
-            for step in range(max_new_tokens):
-                next_id = pick(logits)  # (B,)
-                if eos_token_id is not None:
-                    next_id = next_id.masked_fill(finished, self.config.pad_token_id)
-                    finished |= next_id == eos_token_id
-                out.append(next_id[:, None])
-                length += 1
-                if step == max_new_tokens - 1 or (eos_token_id is not None and bool(finished.all())):
-                    break
-                if use_cache and length <= n_ctx:
-                    logits = self(next_id[:, None], caches=caches)[0][:, -1]
-                else:  # sliding window over the last n_ctx tokens
-                    window = torch.cat(out, dim=1)[:, -n_ctx:]
-                    logits = self(window)[0][:, -1]
-        self.train(was_training)
-        return torch.cat(out, dim=1)  # outside inference_mode: an ordinary tensor, usable for training
+        with evaluating(self), torch.inference_mode():
+            caches = self._new_caches(len(self.blocks), input_ids.shape[0], input_ids.device) if use_cache else None
+
+            def next_logits(ids: torch.Tensor) -> torch.Tensor:
+                """All ids so far ``(B, t)`` -> logits of the next token ``(B, V)``."""
+                if caches is not None and ids.shape[1] <= n_ctx:
+                    return self(ids[:, caches[0].length:], caches=caches)[0][:, -1]  # only what is not cached
+                return self(ids[:, -n_ctx:])[0][:, -1]  # no cache, or past the window: the last n_ctx ids
+
+            out = decoding_loop(next_logits, input_ids, max_new_tokens, do_sample, temperature, top_k, top_p,
+                                eos_token_id, self.config.pad_token_id, generator)
+        return out.clone()  # made outside inference_mode: an ordinary tensor, usable for training
 
     @classmethod
     def from_hf(cls, hf_model) -> "DecoderOnlyLM":
@@ -519,13 +492,8 @@ class EncoderOnlyLM(_LanguageModel):
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                need_weights: bool = False) -> torch.Tensor:
         """Contextual embeddings ``(B, T, C)`` of ``input_ids`` ``(B, T)``."""
-        _check_ids(input_ids, self.config)
-        B, T = input_ids.shape
-        mask = None
-        if attention_mask is not None:
-            _check_attention_mask(attention_mask, B, T)
-            mask = make_attention_mask(T, T, False, attention_mask, input_ids.device)
-        pos = torch.arange(T, device=input_ids.device)
+        mask = self._encoder_mask(input_ids, attention_mask)  # None, or (B, 1, T, T) hiding padding
+        pos = torch.arange(input_ids.shape[1], device=input_ids.device)  # (T,)
         x = self.drop(self.ln_emb(self.wte(input_ids) + self.wpe(pos)))  # (B, T, C)
         self.last_attention = []
         for block in self.blocks:
@@ -640,14 +608,9 @@ class EncoderDecoderLM(_LanguageModel):
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Encoder output ``(B, S, C)`` for source ids ``(B, S)``."""
-        _check_ids(input_ids, self.config)
-        B, S = input_ids.shape
-        mask = None
-        if attention_mask is not None:
-            _check_attention_mask(attention_mask, B, S)
-            mask = make_attention_mask(S, S, False, attention_mask, input_ids.device)
-        pos = torch.arange(S, device=input_ids.device)
-        x = self.drop(self.wte(input_ids) + self.enc_wpe(pos))
+        mask = self._encoder_mask(input_ids, attention_mask)  # None, or (B, 1, S, S) hiding padding
+        pos = torch.arange(input_ids.shape[1], device=input_ids.device)  # (S,)
+        x = self.drop(self.wte(input_ids) + self.enc_wpe(pos))  # (B, S, C)
         for block in self.encoder:
             x, _ = block(x, mask=mask)
         return self.ln_enc(x)
@@ -706,54 +669,31 @@ class EncoderDecoderLM(_LanguageModel):
             loss = _lm_loss(logits, labels)
         return logits, loss
 
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        max_new_tokens: int,
-        attention_mask: torch.Tensor | None = None,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        eos_token_id: int | None = None,
-        use_cache: bool = True,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, attention_mask: torch.Tensor | None = None,
+                 do_sample: bool = False, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, eos_token_id: int | None = None, use_cache: bool = True,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
         """Encode ``input_ids`` ``(B, S)`` once, then write up to ``max_new_tokens``
         tokens with the decoder, starting from the pad token (as T5 does).
         Settings as in :meth:`DecoderOnlyLM.generate`. Returns ``(B, 1 + n)``
         decoder ids, the start token first. The output may not exceed the
         context window: ``max_new_tokens < block_size``."""
-        _check_generate_args(max_new_tokens, eos_token_id, self.config.vocab_size)
-        if max_new_tokens >= self.config.block_size:
-            raise ValueError(
-                f"max_new_tokens must be < block_size={self.config.block_size} for the encoder-decoder, "
-                f"got {max_new_tokens}"
-            )
-        pick = _sampler(do_sample, temperature, top_k, top_p, generator)
-        was_training = self.training
-        self.eval()
-        memory = self.encode(input_ids, attention_mask)  # (B, S, C)
-        B = input_ids.shape[0]
-        n_dec = len(self.decoder)
-        caches = self._new_caches(n_dec, B, input_ids.device) if use_cache else None
-        cross = self._new_caches(n_dec, B, input_ids.device) if use_cache else None
-        out = torch.full((B, 1), self.config.pad_token_id, dtype=torch.long, device=input_ids.device)
-        finished = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
-        step_ids = out
-        for _ in range(max_new_tokens):
-            if use_cache:
-                logits = self.decode(step_ids, memory, attention_mask, caches, cross)[:, -1]
-            else:
-                logits = self.decode(out, memory, attention_mask)[:, -1]
-            next_id = pick(logits)
-            if eos_token_id is not None:
-                next_id = next_id.masked_fill(finished, self.config.pad_token_id)
-                finished |= next_id == eos_token_id
-            step_ids = next_id[:, None]
-            out = torch.cat([out, step_ids], dim=1)
-            if eos_token_id is not None and bool(finished.all()):
-                break
-        self.train(was_training)
-        return out
+        check_int("max_new_tokens", max_new_tokens, 0, self.config.block_size - 1,
+                  hint=f"the decoder's output, start token included, must fit block_size={self.config.block_size}")
+        B, device = input_ids.shape[0], input_ids.device
+        with evaluating(self), torch.inference_mode():
+            memory = self.encode(input_ids, attention_mask)  # (B, S, C), once for all steps
+            n_dec = len(self.decoder)
+            caches = self._new_caches(n_dec, B, device) if use_cache else None
+            cross = self._new_caches(n_dec, B, device) if use_cache else None  # keys and values of memory
+
+            def next_logits(ids: torch.Tensor) -> torch.Tensor:
+                """All decoder ids so far ``(B, t)`` -> logits of the next token ``(B, V)``."""
+                if caches is None:
+                    return self.decode(ids, memory, attention_mask)[:, -1]
+                return self.decode(ids[:, caches[0].length:], memory, attention_mask, caches, cross)[:, -1]
+
+            start = torch.full((B, 1), self.config.pad_token_id, dtype=torch.long, device=device)
+            out = decoding_loop(next_logits, start, max_new_tokens, do_sample, temperature, top_k, top_p,
+                                eos_token_id, self.config.pad_token_id, generator)
+        return out.clone()  # made outside inference_mode: an ordinary tensor

@@ -4,7 +4,14 @@ import sys
 import pytest
 import torch
 
-from course_utils.device import autocast_dtype, available_devices, get_device, seed_everything
+from course_utils.device import (
+    autocast_dtype,
+    available_devices,
+    evaluating,
+    get_device,
+    seed_everything,
+    training_mode,
+)
 
 
 def test_default_device_is_the_best_available():
@@ -35,6 +42,24 @@ def test_seed_everything_repeats_random_draws():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     with pytest.raises(TypeError):
         seed_everything("1")
+
+
+def test_evaluating_restores_each_submodule_mode_also_on_error():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5))
+    model[1].eval()  # a submodule kept in eval mode on purpose
+    with evaluating(model) as m:
+        assert m is model and not any(x.training for x in model.modules())
+    assert model.training and model[0].training and not model[1].training
+    with pytest.raises(RuntimeError, match="boom"):
+        with evaluating(model):
+            raise RuntimeError("boom")
+    assert model.training and not model[1].training
+    model.eval()
+    with training_mode(model):
+        assert all(x.training for x in model.modules())
+    assert not any(x.training for x in model.modules())
+    with training_mode(model, False):
+        assert not model.training
 
 
 def test_import_is_light():

@@ -245,11 +245,11 @@ def test_training_memory_from_config_uses_formula():
         (lambda: training_memory(1e9, optimizer="adamw", momentum=True), r"momentum=True only applies"),
         (
             lambda: training_memory(SimpleNamespace(n_layer=1, n_head=1, n_embd=4, block_size=8, vocab_size=5), batch_size=0),
-            r"batch_size must be an integer > 0, got 0",
+            r"batch_size must be an int >= 1, got 0",
         ),
         (
             lambda: training_memory(SimpleNamespace(n_layer=1, n_head=1, n_embd=4, block_size=8, vocab_size=5), batch_size=-2),
-            r"batch_size must be an integer > 0",
+            r"batch_size must be an int >= 1, got -2",
         ),
         (
             lambda: activation_memory(SimpleNamespace(n_layer=1, n_head=1, n_embd=4, block_size=8, vocab_size=5), 1, 9),

@@ -228,10 +228,12 @@ def test_plot_next_token_probs_hand_example_with_ties():
 
 def test_plot_next_token_probs_bad_input():
     probs = torch.tensor([0.5, 0.25, 0.25])
-    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"top_p must be a number in \(0, 1\], got 1.5"):
         plot_next_token_probs(probs, list("abc"), top_p=1.5)
-    with pytest.raises(ValueError, match="top_k must be a positive int"):
+    with pytest.raises(ValueError, match="top_k must be an int >= 1, got 0"):
         plot_next_token_probs(probs, list("abc"), top_k=0)
+    with pytest.raises(TypeError, match="top_k must be an int, got float"):
+        plot_next_token_probs(probs, list("abc"), top_k=2.0)
     with pytest.raises(ValueError, match="sum to 1"):
         plot_next_token_probs(torch.tensor([0.5, 0.6, 0.1]), list("abc"))
     with pytest.raises(ValueError, match="tokens must have 3 entries"):
@@ -326,7 +328,7 @@ def test_plot_memory_breakdown_stacked_gb():
     assert [p.get_y() for p in training] == [0, 4, 8, 16]  # stacked
     assert max(p.get_y() + p.get_height() for p in ax.patches) == 24  # 24 GB for 1 B parameters
     render(fig)
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(ValueError, match=r"rows\['x'\]\['weights'\] must be a finite number >= 0 \(bytes\), got -1"):
         plot_memory_breakdown({"x": {"weights": -1}})
     with pytest.raises(ValueError, match="mapping"):
         plot_memory_breakdown({"x": 3})

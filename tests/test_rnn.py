@@ -245,7 +245,7 @@ def test_rnnlm_bad_input():
         model(torch.tensor([[1, 2]]), labels=torch.tensor([[1, 2, 3]]))
     with pytest.raises(ValueError, match="attention_mask must pad on the right"):
         model(torch.tensor([[1, 2, 3]]), attention_mask=torch.tensor([[0, 1, 1]]))
-    with pytest.raises(ValueError, match="top_p must be in"):
+    with pytest.raises(ValueError, match=r"top_p must be a number in \(0, 1\]"):
         model.generate(torch.tensor([[1]]), 3, do_sample=True, top_p=1.5)
     with pytest.raises(ValueError, match="max_new_tokens must be an int >= 0, got -1"):
         model.generate(torch.tensor([[1]]), -1)
@@ -448,5 +448,5 @@ def test_tiny_copy_experiment_and_bad_task():
         device="cpu", batch_size=8, n_eval=20, log_every=2, task="copy",
         sizes={"transformer": {"n_embd": 8, "n_head": 2}})
     assert set(res) == {"transformer"} and 0.0 <= res["transformer"]["accuracy"] <= 1.0
-    with pytest.raises(ValueError, match="task must be 'recall' or 'copy', got 'sort'"):
+    with pytest.raises(ValueError, match=r"task must be one of \('recall', 'copy'\), got 'sort'"):
         associative_recall_experiment(task="sort", progress=False)

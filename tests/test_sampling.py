@@ -17,6 +17,7 @@ from transformers.generation.logits_process import (
 
 from course_utils.sampling import (
     apply_temperature,
+    decoding_loop,
     distinct_n,
     filtered_distribution,
     repetition_rate,
@@ -208,25 +209,35 @@ def test_bad_temperature_raises_with_range(bad):
         lambda: sample_next(logits, do_sample=True, temperature=bad),
         lambda: filtered_distribution(logits, temperature=bad),
     ):
-        with pytest.raises(ValueError, match=r"temperature must be a finite number > 0"):
+        with pytest.raises(ValueError, match=r"temperature must be a (finite )?number > 0 "
+                                             r"\(use do_sample=False for greedy decoding\), got"):
             call()
 
 
 @pytest.mark.parametrize("bad", [0.0, -0.1, 1.5, float("nan")])
 def test_bad_top_p_raises_with_range(bad):
     logits = torch.zeros(1, 4)
-    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"top_p must be a number in \(0, 1\]"):
         top_p_filter(logits, bad)
-    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"top_p must be a number in \(0, 1\]"):
         sample_next(logits, do_sample=True, top_p=bad)
 
 
-@pytest.mark.parametrize("bad", [0, -3, 2.5, 2.0, True, "5"])
+@pytest.mark.parametrize("bad", [0, -3])
 def test_bad_top_k_raises_with_range(bad):
     logits = torch.zeros(1, 4)
-    with pytest.raises(ValueError, match=r"top_k must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"top_k must be an int >= 1 \(or None for no top-k\), got -?\d"):
         top_k_filter(logits, bad)
-    with pytest.raises(ValueError, match=r"top_k must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"top_k must be an int >= 1"):
+        sample_next(logits, do_sample=False, top_k=bad)
+
+
+@pytest.mark.parametrize("bad, type_name", [(2.5, "float"), (2.0, "float"), (True, "bool"), ("5", "str")])
+def test_top_k_of_the_wrong_type_is_a_type_error(bad, type_name):
+    logits = torch.zeros(1, 4)
+    with pytest.raises(TypeError, match=rf"top_k must be an int \(or None for no top-k\), got {type_name}"):
+        top_k_filter(logits, bad)
+    with pytest.raises(TypeError, match="top_k must be an int"):
         sample_next(logits, do_sample=False, top_k=bad)
 
 
@@ -260,11 +271,69 @@ def test_distinct_n_hand_worked():
 
 
 def test_metrics_reject_bad_input():
-    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+    with pytest.raises(ValueError, match="n must be an int >= 1, got 0"):
         repetition_rate([1, 2, 3], n=0)
-    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+    with pytest.raises(TypeError, match="n must be an int, got float"):
         distinct_n([[1, 2, 3]], n=1.5)
     with pytest.raises(TypeError, match=r"sequences\[0\]"):
         distinct_n([1, 2, 3], n=1)  # one flat sequence instead of a list of them
     with pytest.raises(ValueError, match="1-D"):
         repetition_rate(torch.zeros(2, 3, dtype=torch.long))
+
+
+# --------------------------------------------------------------------------- the decoding loop
+
+
+def counting_model(vocab: int = 10):
+    """next_logits for a model whose next token is always (last token + 1) % vocab; it logs its calls."""
+    calls = []
+
+    def next_logits(ids):
+        calls.append(ids.clone())
+        return torch.nn.functional.one_hot((ids[:, -1] + 1) % vocab, vocab).float() * 10.0  # (B, V)
+
+    return next_logits, calls
+
+
+def test_decoding_loop_docstring_example_and_calls():
+    next_logits, calls = counting_model()
+    out = decoding_loop(next_logits, torch.tensor([[1, 2]]), 3)
+    assert out.tolist() == [[1, 2, 3, 4, 5]] and out.dtype == torch.long
+    # called with the prompt, then once per new token except the last: never for nothing
+    assert [c.tolist() for c in calls] == [[[1, 2]], [[1, 2, 3]], [[1, 2, 3, 4]]]
+    assert decoding_loop(next_logits, torch.tensor([[7]]), 0).tolist() == [[7]]
+    assert len(calls) == 3  # max_new_tokens=0 does not ask the model
+
+
+def test_decoding_loop_eos_pads_finished_rows_and_stops():
+    next_logits, _ = counting_model()
+    out = decoding_loop(next_logits, torch.tensor([[3], [5]]), 6, eos_token_id=6, pad_token_id=0)
+    # row 0 writes 4 5 6 then pads; row 1 writes 6 at once; all finished after 3 tokens
+    assert out.tolist() == [[3, 4, 5, 6], [5, 6, 0, 0]]
+
+
+def test_decoding_loop_samples_like_sample_next():
+    logits = torch.randn(3, 7, generator=torch.Generator().manual_seed(0))
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    out = decoding_loop(lambda ids: logits, torch.zeros(3, 1, dtype=torch.long), 5, do_sample=True,
+                        temperature=0.7, top_k=4, top_p=0.9, generator=g1)
+    expected = [sample_next(logits, True, 0.7, 4, 0.9, g2) for _ in range(5)]
+    assert torch.equal(out[:, 1:], torch.stack(expected, dim=1))
+
+
+def test_decoding_loop_checks_its_arguments_before_calling_the_model():
+    next_logits, calls = counting_model()
+    prompt = torch.tensor([[1]])
+    with pytest.raises(ValueError, match="max_new_tokens must be an int >= 0, got -1"):
+        decoding_loop(next_logits, prompt, -1)
+    with pytest.raises(TypeError, match="max_new_tokens must be an int, got float"):
+        decoding_loop(next_logits, prompt, 2.0)
+    with pytest.raises(ValueError, match="temperature"):
+        decoding_loop(next_logits, prompt, 2, do_sample=True, temperature=0.0)
+    with pytest.raises(ValueError, match="temperature"):  # checked even for greedy decoding, as sample_next does
+        decoding_loop(next_logits, prompt, 2, temperature=-1.0)
+    with pytest.raises(ValueError, match="eos_token_id must be an int >= 0"):
+        decoding_loop(next_logits, prompt, 2, eos_token_id=-1)
+    assert calls == []
+    with pytest.raises(ValueError, match=r"eos_token_id must be None or in \[0, 10\)"):
+        decoding_loop(next_logits, prompt, 2, eos_token_id=10)

@@ -380,9 +380,9 @@ def test_compare_tokenizers_counts():
 
 
 def test_bad_input_raises_clear_errors(bpe):
-    with pytest.raises(ValueError, match=r"vocab_size must be >= 256, got 255"):
+    with pytest.raises(ValueError, match=r"vocab_size must be an int >= 256, got 255"):
         BPETokenizer().train("abc", 255)
-    with pytest.raises(ValueError, match=r"vocab_size must be >= 257, got 256"):
+    with pytest.raises(ValueError, match=r"vocab_size must be an int >= 257, got 256"):
         BPETokenizer().train("abc", 256, special_tokens=[EOT])
     with pytest.raises(TypeError, match="vocab_size must be an int, got float"):
         BPETokenizer().train("abc", 300.0)
@@ -406,7 +406,7 @@ def test_bad_input_raises_clear_errors(bpe):
         CharTokenizer(5)
     with pytest.raises(ValueError, match="single characters, got 'ab'"):
         CharTokenizer(["ab"])
-    with pytest.raises(ValueError, match="max_vocab_size must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="max_vocab_size must be an int >= 1, got 0"):
         WordTokenizer("a b", max_vocab_size=0)
-    with pytest.raises(ValueError, match="vocab_size must be >= 256, got 100"):
+    with pytest.raises(ValueError, match="vocab_size must be an int >= 256, got 100"):
         train_hf_bpe("abc", 100)

@@ -368,16 +368,56 @@ def test_evaluating_does_not_change_the_training_run():
 
 
 @pytest.mark.parametrize("field, value", [
-    ("max_steps", 0), ("max_steps", 2.5), ("max_steps", True), ("lr", 0.0), ("lr", -1e-3), ("lr", float("nan")),
-    ("min_lr_ratio", 1.5), ("warmup_steps", -1), ("warmup_steps", 5000), ("weight_decay", -0.1),
-    ("betas", (0.9,)), ("betas", (0.9, 1.0)), ("grad_clip", -1.0), ("grad_accum_steps", 0), ("eval_every", 0),
-    ("eval_batches", 0), ("log_every", 0), ("checkpoint_every", -1), ("seed", 1.5), ("use_amp", "yes"),
-    ("progress", None), ("device", 3),
+    ("max_steps", 0), ("lr", 0.0), ("lr", -1e-3), ("lr", float("nan")), ("min_lr_ratio", 1.5),
+    ("warmup_steps", -1), ("warmup_steps", 5000), ("weight_decay", -0.1), ("betas", (0.9,)), ("betas", (0.9, 1.0)),
+    ("grad_clip", -1.0), ("grad_accum_steps", 0), ("eval_every", 0), ("eval_batches", 0), ("log_every", 0),
+    ("checkpoint_every", -1), ("max_seconds", 0), ("max_seconds", float("inf")),
 ])
-def test_bad_config_raises(field, value):
+def test_bad_config_value_raises_value_error(field, value):
     with pytest.raises(ValueError, match=field.split("_")[0]) as err:
         TrainConfig(**{field: value})
     assert "got" in str(err.value)  # the message says what was given
+
+
+@pytest.mark.parametrize("field, value", [
+    ("max_steps", 2.5), ("max_steps", True), ("seed", 1.5), ("use_amp", "yes"), ("progress", None), ("device", 3),
+    ("betas", 0.9), ("lr", "1e-3"), ("max_seconds", "60"), ("checkpoint_dir", 5), ("desc", None),
+])
+def test_bad_config_type_raises_type_error(field, value):
+    with pytest.raises(TypeError, match=field.split("_")[0]) as err:
+        TrainConfig(**{field: value})
+    assert "got" in str(err.value)
+
+
+class FakeClock:
+    """Stands in for the ``time`` module in course_utils.training: each reading is one second later."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def perf_counter(self):
+        self.now += 1.0
+        return self.now
+
+
+def test_time_limit_ends_the_run_and_the_last_step_is_recorded_evaluated_and_saved(tmp_path, monkeypatch):
+    import course_utils.training as training
+
+    monkeypatch.setattr(training, "time", FakeClock())  # t0, then one reading per step: step n ends at n s
+    model = tiny()
+    history = train(model, [lm_batch(2, 0)], config(max_steps=100, max_seconds=3.5, log_every=2, eval_every=2,
+                                                       checkpoint_dir=str(tmp_path)), val_batches=[lm_batch(2, 1)])
+    assert history.step == [2, 4] and history.time == [2.0, 4.0]  # step 4 is the first at >= 3.5 s
+    assert history.val_step == [2, 4]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_000004"]
+    # the schedule is still that of max_steps=100: the time limit only stops the run
+    assert history.lr[-1] == lr_at(3, 1e-2, 1e-3, 0, 100)
+    assert model.training
+
+
+def test_time_limit_in_real_seconds():
+    history = train(tiny(), [lm_batch(2, 0)], config(max_steps=10**9, max_seconds=0.3, log_every=1000))
+    assert history.time[-1] >= 0.3 and len(history.step) == 1 and history.step[0] < 10**9
 
 
 def test_bad_arguments_raise():

@@ -286,8 +286,12 @@ def test_config_validation():
         TransformerConfig(n_embd=30, n_head=4)
     with pytest.raises(ValueError, match="activation"):
         TransformerConfig(activation="relu")
-    with pytest.raises(ValueError, match="vocab_size must be a positive int"):
+    with pytest.raises(ValueError, match="vocab_size must be an int >= 1, got 0"):
         TransformerConfig(vocab_size=0)
+    with pytest.raises(TypeError, match="n_layer must be an int, got float"):  # a wrong type is a TypeError
+        TransformerConfig(n_layer=2.0)
+    with pytest.raises(ValueError, match=r"pad_token_id must be an int in \[0, 255\]"):
+        TransformerConfig(pad_token_id=256)
     with pytest.raises(ValueError, match="unknown TransformerConfig fields"):
         TransformerConfig.from_dict({"n_embed": 4})
 
