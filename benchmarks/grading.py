@@ -3,7 +3,7 @@
 Run with ``python benchmarks/grading.py`` (options: ``--help``). In a throwaway
 course it releases the lab (``nbgrader generate_assignment``), writes
 ``--copies`` submissions of the instructor's solution (markers removed), then
-times ``course_utils.grading.autograde`` with ``--jobs`` parallel jailed
+times ``course_grading.autograde.autograde`` with ``--jobs`` parallel jailed
 kernels, feedback included, and checks that every copy got full marks.
 Prints a markdown table and keeps it in ``benchmarks/results/grading.md``.
 The number depends mostly on the lab's import and test time and on how many
@@ -26,7 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from common import save, table  # noqa: E402
-from course_utils.grading import MARKERS, _env, autograde, find_root, nbgrader_command  # noqa: E402
+from course_grading.autograde import autograde  # noqa: E402
+from course_grading.cells import cell_source, strip_markers  # noqa: E402
+from course_grading.course import find_root, nbgrader_command, nbgrader_env  # noqa: E402
 
 
 def solved(release: dict, solution: dict) -> dict:
@@ -37,8 +39,7 @@ def solved(release: dict, solution: dict) -> dict:
     for cell in nb["cells"]:
         gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
         if gid in answers:
-            src = "".join(answers[gid]["source"])
-            cell["source"] = "\n".join(line for line in src.splitlines() if line.strip() not in MARKERS)
+            cell["source"] = strip_markers(cell_source(answers[gid]))
     return nb
 
 
@@ -57,7 +58,7 @@ def main() -> None:
         shutil.copy(root / "nbgrader_config.py", course)
         shutil.copytree(root / "solutions" / args.lab, course / "solutions" / args.lab)
         subprocess.run(nbgrader_command() + ["generate_assignment", args.lab, "--force", "--log-level=WARN",
-                                             f"--CourseDirectory.root={course}"], cwd=course, env=_env(), check=True)
+                                             f"--CourseDirectory.root={course}"], cwd=course, env=nbgrader_env(), check=True)
         name = f"{args.lab}.ipynb"
         nb = solved(json.loads((course / "labs" / args.lab / name).read_text()),
                     json.loads((course / "solutions" / args.lab / name).read_text()))

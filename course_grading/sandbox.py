@@ -1,6 +1,6 @@
 """A jail for running untrusted student code: Linux namespaces, bind mounts and rlimits.
 
-The grader (:mod:`course_utils.grading`) starts each student's Jupyter kernel
+The grader (:mod:`course_grading.autograde`) starts each student's Jupyter kernel
 inside a jail made with nothing but the kernel and util-linux's ``unshare``:
 
 * new mount, PID, network, IPC and UTS namespaces (``unshare --mount
@@ -26,10 +26,9 @@ This is the technique of bubblewrap and ``unshare(1)``'s own examples (see
 namespaces(7), pivot_root(2), setrlimit(2)), written out so that CI needs no
 extra package. The jail's set-up stage runs this file as a script
 (``python -I -S sandbox.py SPEC``) before dropping privileges, so the module
-imports only the standard library; :func:`jupyter_classes` defines, on first
-use, the two Jupyter classes the grader plugs into nbgrader: a kernel manager
-that starts its kernel in a jail, and nbgrader's Execute preprocessor hardened
-with nonces (see its docstring).
+imports only the standard library. The Jupyter side, a kernel manager that
+starts its kernel in a jail and nbgrader's Execute preprocessor hardened with
+nonces, is :mod:`course_grading.kernel`.
 
     >>> ok, why = available()                      # doctest: +SKIP
     >>> cmd = jail_command(["python", "-c", "print(1)"], JailSpec(scratch="/tmp/x"))  # doctest: +SKIP
@@ -43,16 +42,12 @@ import os
 import platform
 import shutil
 import signal
-import secrets
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-__all__ = ["JailSpec", "available", "jail_command", "python_paths", "describe_status", "jupyter_classes"]
+__all__ = ["JailSpec", "available", "jail_command", "python_paths", "describe_status"]
 
 # Linux constants (include/uapi/linux/mount.h, prctl.h, capability.h)
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
@@ -102,11 +97,16 @@ class JailSpec:
 
 
 def python_paths() -> list[str]:
-    """The folders this interpreter needs: its installation, the virtual
-    environment and the course package (e.g. ``['/usr/local', '/repo/.venv', '/repo/course_utils']``)."""
+    """The folders a student's kernel needs: this interpreter's installation, the
+    virtual environment and the course package the labs import
+    (e.g. ``['/repo/.venv', '/repo/course_utils', '/usr/local']``). The grading
+    toolkit itself is not among them: nothing in the jail needs it."""
+    import importlib.util
+
     paths = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}
-    here = os.path.dirname(os.path.realpath(__file__))  # course_utils/ (an editable install points here)
-    paths.add(here)
+    spec = importlib.util.find_spec("course_utils")  # an editable install points outside the environment
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        paths.add(os.path.realpath(folder))
     exe = os.path.realpath(sys.executable)
     if not any(exe.startswith(p + os.sep) for p in paths):
         paths.add(os.path.dirname(exe))
@@ -211,293 +211,6 @@ def describe_status(path: str) -> str:
     if os.WIFEXITED(status):
         return f"exited with code {os.WEXITSTATUS(status)}"
     return f"ended with status {status}"
-
-
-# ---------------------------------------------------------------------------
-# Jupyter: a kernel manager that jails its kernel, nbgrader's Execute with nonces
-# ---------------------------------------------------------------------------
-
-MEMORY_ERRORS = ("MemoryError", "DefaultCPUAllocator", "Cannot allocate memory", "std::bad_alloc")
-
-
-def _jail_env(scratch: str, threads: int) -> dict[str, str]:
-    """The whole environment of a student's kernel: nothing of the grader's is inherited."""
-    home = os.path.join(scratch, "home")
-    env = {"PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
-           "HOME": home, "USER": "student", "LOGNAME": "student", "LANG": "C.UTF-8", "TMPDIR": "/tmp",
-           "MPLCONFIGDIR": os.path.join(home, ".matplotlib"), "HF_HUB_OFFLINE": "1",
-           "PYDEVD_DISABLE_FILE_VALIDATION": "1", "NBGRADER_EXECUTION": "autograde"}
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(threads)
-    if "PYTHONHASHSEED" in os.environ:
-        env["PYTHONHASHSEED"] = os.environ["PYTHONHASHSEED"]
-    return env
-
-
-def _unsandboxed_limits(memory_mb: int):
-    def apply() -> None:
-        import resource
-
-        if memory_mb:
-            resource.setrlimit(resource.RLIMIT_DATA, (memory_mb * 2**20,) * 2)
-    return apply
-
-
-_CLASSES: dict[str, type] = {}
-
-
-def jupyter_classes() -> dict[str, type]:
-    """Define the Jupyter classes on first use (importing nbgrader takes seconds)."""
-    if _CLASSES:
-        return _CLASSES
-    from jupyter_client.manager import AsyncKernelManager
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-    from nbformat import NotebookNode
-    from nbgrader.preprocessors import Execute
-    from nbgrader.utils import is_grade
-    from traitlets import Bool, Float, Int, Unicode
-
-    class SandboxKernelManager(AsyncKernelManager):
-        """A kernel manager whose kernel runs in a jail (or, unsandboxed, under
-        rlimits only), talks over Unix sockets in its scratch folder, is
-        interrupted by message and is killed, with everything it started, after
-        ``deadline`` seconds."""
-
-        def __init__(self, *, scratch: str, control: str, jail: bool, memory_mb: int, uid: int,
-                     threads: int, deadline: float, **kw):
-            super().__init__(**kw)
-            self.scratch, self.control, self.jail = scratch, control, jail
-            self.memory_mb, self.uid, self.threads, self.deadline = memory_mb, uid, threads, deadline
-            self.expired = False
-            self._timer: threading.Timer | None = None
-            self.transport = "ipc"
-            self.ip = os.path.join(scratch, "ipc", "k")
-            self.connection_file = os.path.join(scratch, "ipc", "kernel.json")
-            self.kernel_spec.interrupt_mode = "message"
-            self.status_file = os.path.join(control, "kernel.status")
-            self.log_file = os.path.join(control, "kernel.log")
-
-        def format_kernel_cmd(self, extra_arguments=None):
-            cmd = super().format_kernel_cmd(extra_arguments)
-            if not self.jail:
-                return cmd
-            spec = JailSpec(scratch=self.scratch, workdir=os.path.join(self.scratch, "work"),
-                                    readonly=python_paths(), memory_mb=self.memory_mb, uid=self.uid,
-                                    env=_jail_env(self.scratch, self.threads), status_file=self.status_file)
-            return jail_command(cmd, spec, spec_path=os.path.join(self.control, "jail.json"))
-
-        async def _async_launch_kernel(self, kernel_cmd, **kw):
-            if self.jail and os.geteuid() == 0:
-                for folder, _, files in os.walk(self.scratch):
-                    for name in [folder, *(os.path.join(folder, f) for f in files)]:
-                        os.chown(name, self.uid, self.uid, follow_symlinks=False)
-            kw["env"] = _jail_env(self.scratch, self.threads)
-            kw["cwd"] = os.path.join(self.scratch, "work")
-            kw["stdout"] = kw["stderr"] = open(self.log_file, "ab")
-            if not self.jail and os.name == "posix":
-                kw["preexec_fn"] = _unsandboxed_limits(self.memory_mb)
-            await super()._async_launch_kernel(kernel_cmd, **kw)
-            kw["stdout"].close()
-            self._timer = threading.Timer(self.deadline, self.expire)
-            self._timer.daemon = True
-            self._timer.start()
-
-        def expire(self) -> None:
-            """Kill the kernel and every process it started (the jail's init takes them along)."""
-            self.expired = True
-            self.kill_tree()
-
-        def kill_tree(self) -> None:
-            """SIGKILL the kernel's process group while its leader (``unshare``, or the
-            unsandboxed kernel) is still ours: not yet reaped, so its id cannot be reused."""
-            process = getattr(self.provisioner, "process", None)
-            pgid = getattr(self.provisioner, "pgid", None)
-            try:
-                if process is not None and process.poll() is None:
-                    os.killpg(pgid, signal.SIGKILL) if pgid else process.kill()
-            except OSError:
-                pass
-
-        async def _async_cleanup_resources(self, restart: bool = False) -> None:
-            if self._timer:
-                self._timer.cancel()
-            self.kill_tree()  # nothing the student started survives the grading
-            await super()._async_cleanup_resources(restart=restart)
-
-        cleanup_resources = _async_cleanup_resources
-
-    class SandboxedExecute(Execute):
-        """nbgrader's Execute preprocessor, hardened.
-
-        * the kernel runs in a jail (:class:`SandboxKernelManager`);
-        * every test cell is armed with a last line printing a fresh nonce: it
-          earns points only if the nonce appears in its stdout and it has no
-          error and no stderr output; otherwise an error output is put first
-          (nbgrader then scores it 0), whatever the kernel claims;
-        * cells after the last test cell are not run (they cannot change a grade)
-          unless ``run_all``;
-        * when the kernel dies (``os._exit``, a crash, the notebook time limit),
-          the cells after it get a "not run" error instead of failing the
-          whole submission; ``report`` says what happened.
-        """
-
-        notebook_timeout = Float(600, help="wall-clock limit for the whole notebook, in seconds").tag(config=True)
-        sandbox = Bool(True, help="run the kernel in a jail").tag(config=True)
-        memory_mb = Int(4096, help="memory limit of the kernel (RLIMIT_DATA), MiB").tag(config=True)
-        scratch = Unicode("", help="the jail's writable folder").tag(config=True)
-        control = Unicode("", help="grader-only folder for reports").tag(config=True)
-        uid = Int(62000, help="unprivileged uid of the kernel (grader running as root)").tag(config=True)
-        threads = Int(1, help="BLAS/OpenMP threads of the kernel").tag(config=True)
-        run_all = Bool(False, help="also run the cells after the last test cell").tag(config=True)
-
-        def create_kernel_manager(self):
-            self.km = SandboxKernelManager(
-                kernel_name=self.kernel_name or "python3", config=self.config, scratch=self.scratch,
-                control=self.control, jail=self.sandbox, memory_mb=self.memory_mb, uid=self.uid,
-                threads=self.threads, deadline=self.notebook_timeout)
-            return self.km
-
-        def preprocess(self, nb, resources=None, km=None):
-            from nbclient.client import NotebookClient
-
-            NotebookClient.__init__(self, nb, km)
-            self.reset_execution_trackers()
-            self._check_assign_resources(resources)
-            self._prepare_scratch(resources)
-            tests = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and is_grade(c)]
-            last = len(nb.cells) - 1 if self.run_all else max(tests, default=-1)
-            armed = {}
-            for i in tests:
-                nonce = secrets.token_hex(16)
-                armed[i] = (nonce, nb.cells[i].source)
-                nb.cells[i].source = nb.cells[i].source + f"\nprint({nonce!r})\n"
-            self.report = {"problems": [], "not_run": [], "died": None}
-            try:
-                with self.setup_kernel():
-                    info = self.wait_for_reply(self.kc.kernel_info())
-                    nb.metadata["language_info"] = info["content"]["language_info"]
-                    for index, cell in enumerate(nb.cells[: last + 1]):
-                        if self.report["died"]:
-                            self._not_run(cell)
-                            continue
-                        try:
-                            self.preprocess_cell(cell, resources, index)
-                        except DeadKernelError:
-                            self.report["died"] = self._death(cell)
-                            cell.outputs.append(self._error("KernelDied", self.report["died"]))
-                        except CellTimeoutError:  # the interrupt did not stop it: stop the kernel
-                            self.km.kill_tree()
-                            self.report["died"] = (f"timeout: '{self._where(cell)}' ran past {self.timeout} s and "
-                                                   "ignored the interrupt; the kernel was stopped")
-                            cell.outputs.append(self._error("CellTimeoutError", self.report["died"]))
-            except Exception as e:  # noqa: BLE001 - a kernel that never started, or failed the client
-                if not self.report["died"]:
-                    self.report["died"] = f"the kernel failed: {type(e).__name__}: {str(e)[:200]}{self._log_tail()}"
-                for cell in nb.cells[: last + 1]:
-                    if cell.cell_type == "code" and not cell.get("outputs"):
-                        self._not_run(cell)
-            finally:
-                for i, (nonce, source) in armed.items():
-                    nb.cells[i].source = source
-                    self._judge(nb.cells[i], nonce)
-            self._summarise(nb)
-            self.set_widgets_metadata()
-            if self.control:
-                Path(self.control, "execution.json").write_text(json.dumps(self.report))
-            return nb, self.resources
-
-        def _prepare_scratch(self, resources) -> None:
-            """Copy the submission's folder (files only, no notebooks, no links) into the scratch."""
-            work = Path(self.scratch, "work")
-            for sub in ("work", "home", "ipc"):
-                Path(self.scratch, sub).mkdir(parents=True, exist_ok=True)
-            source = (resources or {}).get("metadata", {}).get("path") or "."
-            for folder, _, files in os.walk(source):  # does not follow links
-                for name in files:
-                    path = Path(folder, name)
-                    if path.is_file() and not path.is_symlink() and path.suffix != ".ipynb":
-                        target = work / path.relative_to(source)
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        shutil.copyfile(path, target)
-
-        @staticmethod
-        def _error(ename: str, evalue: str):
-            return NotebookNode(output_type="error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
-
-        def _not_run(self, cell) -> None:
-            if cell.cell_type == "code":
-                cell.outputs = [self._error("NotRun", "not run: " + self.report["died"])]
-                if is_grade(cell):
-                    self.report["not_run"].append(cell.metadata["nbgrader"]["grade_id"])
-
-        @staticmethod
-        def _where(cell) -> str:
-            return cell.metadata.get("nbgrader", {}).get("grade_id") or "a cell of the student's"
-
-        def _death(self, cell) -> str:
-            if self.km is not None and getattr(self.km, "expired", False):
-                return f"timeout: the notebook ran past {self.notebook_timeout:g} s (stopped in '{self._where(cell)}')"
-            time.sleep(0.2)  # let the jail's init record the status
-            how = describe_status(os.path.join(self.control, "kernel.status")) or "ended"
-            return f"the kernel died in '{self._where(cell)}' ({how})"
-
-        def _log_tail(self) -> str:
-            try:
-                tail = Path(self.control, "kernel.log").read_text(errors="replace").strip().splitlines()[-3:]
-            except OSError:
-                return ""
-            return (": " + " | ".join(tail))[:300] if tail else ""
-
-        def _judge(self, cell, nonce: str) -> None:
-            """Keep the points of a test cell only if it demonstrably ran to its end."""
-            printed, kept = False, []
-            for out in cell.get("outputs", []):
-                if out.output_type == "stream" and out.name == "stdout" and nonce in out.text:
-                    printed = True
-                    out.text = out.text.replace(nonce + "\n", "").replace(nonce, "")
-                    if not out.text:
-                        continue
-                if out.output_type in ("execute_result", "display_data") and "text/plain" in out.get("data", {}):
-                    continue  # no partial credit from outputs a kernel can fabricate
-                kept.append(out)
-            failed = any(o.output_type == "error" or (o.output_type == "stream" and o.name == "stderr") for o in kept)
-            cell.outputs = kept
-            if not printed and not failed:
-                gid = cell.metadata["nbgrader"]["grade_id"]
-                self.report["problems"].append(f"test cell '{gid}' did not run to its end (its error was hidden?)")
-                cell.outputs.insert(0, self._error("GradingError", "the test did not run to its end"))
-            elif not printed:
-                cell.outputs.insert(0, self._error("GradingError", "the test did not run to its end"))
-
-        def _summarise(self, nb) -> None:
-            problems = self.report["problems"]
-            for cell in nb.cells:
-                where = self._where(cell)
-                for out in cell.get("outputs", []):
-                    text = f"{out.get('ename', '')} {out.get('evalue', '')}" if out.output_type == "error" else ""
-                    if out.get("ename") == "CellTimeoutError" and "ignored the interrupt" not in text:
-                        problem = f"'{where}' interrupted after {self.timeout} s"
-                    elif any(m in text for m in MEMORY_ERRORS):
-                        problem = f"memory limit ({self.memory_mb} MB) reached in '{where}'"
-                    elif out.output_type == "stream" and out.name == "stderr" and is_grade(cell):
-                        problem = f"test cell '{where}' wrote to stderr (nbgrader scores that 0)"
-                    else:
-                        continue
-                    if problem not in problems:
-                        problems.append(problem)
-            if self.report["died"]:
-                self.report["problems"].insert(0, self.report["died"])
-            if self.report["not_run"]:
-                self.report["problems"].append(f"{len(self.report['not_run'])} test cells not run")
-
-    _CLASSES.update(SandboxKernelManager=SandboxKernelManager, SandboxedExecute=SandboxedExecute)
-    return _CLASSES
-
-
-def __getattr__(name: str):
-    if name in ("SandboxKernelManager", "SandboxedExecute"):
-        return jupyter_classes()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ----------------------------------------------------------------------------

@@ -37,7 +37,6 @@ _SUBMODULES = {
     "curation",
     "data",
     "device",
-    "grading",
     "memory",
     "notebook",
     "plotting",

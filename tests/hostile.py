@@ -25,7 +25,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from course_utils.grading import MARKERS, find_root, graded_parts
+from course_grading.cells import cell_source, nbgrader_meta, strip_markers
+from course_grading.course import find_root
+from course_grading.labs import graded_parts
 
 
 @dataclass
@@ -41,12 +43,11 @@ class Case:
     report: list[str] = field(default_factory=list)
 
 
-def _src(cell: dict) -> str:
-    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+_src = cell_source
 
 
 def _gid(cell: dict) -> str | None:
-    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+    return nbgrader_meta(cell).get("grade_id")
 
 
 def _is_test(cell: dict) -> bool:
@@ -56,7 +57,7 @@ def _is_test(cell: dict) -> bool:
 
 def _answer(cell: dict) -> str:
     """A solution cell's code without the markers (what a student would have written)."""
-    return "\n".join(line for line in _src(cell).splitlines() if line.strip() not in MARKERS)
+    return strip_markers(cell_source(cell))
 
 
 def _functions(source: str) -> list[str]:

@@ -1,15 +1,17 @@
 """Grading that students cannot cheat or break.
 
-* The jail (course_utils.sandbox): no network even to loopback, none of the
+* The jail (course_grading.sandbox): no network even to loopback, none of the
   host's files, no privileges, a memory limit, and killing it kills every
   process inside. Checked by observing the operating system, not the code.
-* Repair (course_utils.grading.repair) on small hand-made notebooks.
+* Repair (course_grading.repair) and flags (course_grading.flags) on small hand-made notebooks.
 * The battery of tests/hostile.py, graded with the real command
-  (`python -m course_utils.grading autograde`) on two labs in a throwaway
+  (`course-grade`) on two labs in a throwaway
   course: every case scores what its honest part deserves, nobody else's grade
   and nothing of the assignment changes in the gradebook, the report names what
   happened, no connection reaches the loopback listener, no process survives.
-* The release check on the repository and on planted leaks.
+* The command line: `course-grade` refuses without a sandbox; the old
+  `python -m course_utils.grading` only points at the new commands.
+(The leak check, `course-check-release`, is tests/test_leaks.py.)
 """
 
 from __future__ import annotations
@@ -31,9 +33,12 @@ from pathlib import Path
 import pytest
 
 import hostile
-from course_utils import grading, sandbox
-from course_utils.grading import (SandboxUnavailable, SubmissionError, _env, autograde, check_release, find_root,
-                                  graded_parts, list_labs, load_submission, nbgrader_command, repair, suspicious)
+from course_grading import cli, sandbox
+from course_grading.autograde import SandboxUnavailable, autograde
+from course_grading.course import find_root, list_labs, nbgrader_command, nbgrader_env
+from course_grading.flags import suspicious
+from course_grading.labs import graded_parts
+from course_grading.repair import SubmissionError, load_submission, repair
 
 ROOT = find_root(Path(__file__).parent)
 BATTERY_LABS = [lab for lab in ("lab02_attention", "lab03_tokenization") if lab in list_labs(ROOT)] or list_labs(ROOT)[:2]
@@ -138,7 +143,7 @@ def make_course(tmp: Path, lab: str) -> Path:
     shutil.copytree(ROOT / "solutions" / lab, course / "solutions" / lab)
     done = subprocess.run(nbgrader_command() + ["generate_assignment", lab, "--force",
                                                 f"--CourseDirectory.root={course}"],
-                          cwd=course, env=_env(), capture_output=True, text=True)
+                          cwd=course, env=nbgrader_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return course
 
@@ -368,9 +373,10 @@ def battery(request, tmp_path_factory):
         gb.db.commit()
     before = snapshot(db, "bystander")
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "course_utils.grading", "autograde", lab, "--jobs", str(JOBS),
+    course_grade = Path(sys.executable).with_name("course-grade")  # the console script of pyproject.toml
+    done = subprocess.run([str(course_grade), lab, "--jobs", str(JOBS),
                            "--timeout", str(TIMEOUT), "--cell-timeout", str(CELL_TIMEOUT), "--memory", str(MEMORY_MB)],
-                          cwd=course, env=_env(), capture_output=True, text=True, timeout=3600)
+                          cwd=course, env=nbgrader_env(), capture_output=True, text=True, timeout=3600)
     seconds = time.monotonic() - started
     time.sleep(1)
     leftovers = processes_with(marker)
@@ -474,9 +480,19 @@ def test_autograde_refuses_without_a_sandbox(monkeypatch, tmp_path, capsys):
     with pytest.raises(SandboxUnavailable, match="--unsandboxed"):
         autograde("lab99_none", root=tmp_path)
     monkeypatch.chdir(tmp_path)
-    assert grading.main(["autograde", "lab99_none"]) == 2
+    assert cli.grade(["lab99_none"]) == 2
     out = capsys.readouterr()
     assert "UNAVAILABLE" in out.out and "refusing to grade" in out.err
+    assert cli.main(["autograde", "lab99_none"]) == 2  # the old sub-command's name still works here
+
+
+def test_the_old_command_only_points_at_the_new_one():
+    done = subprocess.run([sys.executable, "-m", "course_utils.grading", "autograde", "lab02_attention", "--jobs", "2"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "`course-grade lab02_attention --jobs 2`" in done.stderr, done.stderr
+    imported = subprocess.run([sys.executable, "-c", "import course_utils.grading"], capture_output=True, text=True)
+    assert imported.returncode != 0 and "course_grading" in imported.stderr
 
 
 def test_unsandboxed_grading_says_so_and_still_grades(monkeypatch, tmp_path, capsys):
@@ -490,40 +506,3 @@ def test_unsandboxed_grading_says_so_and_still_grades(monkeypatch, tmp_path, cap
     assert "UNSANDBOXED" in capsys.readouterr().err
     assert [(o.student, o.score) for o in outcomes] == [("correct", correct.expected)]
     assert json.loads((course / "grades" / f"{lab}.json").read_text())["sandboxed"] is False
-
-
-# --------------------------------------------------------------------------- release check
-
-def test_release_and_book_leak_nothing():
-    assert check_release(ROOT) == []
-
-
-def test_release_check_finds_planted_leaks(tmp_path):
-    lab = BATTERY_LABS[0]
-    course = tmp_path / "course"
-    course.mkdir()
-    shutil.copy(ROOT / "nbgrader_config.py", course)
-    shutil.copytree(ROOT / "solutions" / lab, course / "solutions" / lab)
-    shutil.copytree(ROOT / "labs" / lab, course / "labs" / lab)
-    assert check_release(course) == []
-    solution = json.loads((course / "solutions" / lab / f"{lab}.ipynb").read_text())
-    lines = []
-    for cell in solution["cells"]:
-        src = "".join(cell["source"])
-        if "### BEGIN HIDDEN TESTS" in src:
-            hidden = src.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0]
-            lines += [ln.strip() for ln in hidden.splitlines() if len(ln.strip()) > 30 and not ln.strip().startswith("#")]
-    public = {ln.strip() for c in json.loads((course / "labs" / lab / f"{lab}.ipynb").read_text())["cells"]
-              for ln in "".join(c["source"]).splitlines()}
-    leak = next(ln for ln in lines if ln not in public)
-    page = course / "_build" / "html" / "labs" / "page.html"
-    page.parent.mkdir(parents=True)
-    escaped = leak.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-    page.write_text(f'<div class="highlight"><pre><span class="n">{escaped}</span>\n</pre></div>')
-    release = course / "labs" / lab / f"{lab}.ipynb"
-    nb = json.loads(release.read_text())
-    nb["cells"][-1]["source"] = "### BEGIN SOLUTION\nx = 1\n### END SOLUTION"
-    release.write_text(json.dumps(nb))
-    found = check_release(course)
-    assert any("page.html" in f and leak in f for f in found), found
-    assert any(f"{lab}.ipynb" in f and "BEGIN SOLUTION" in f for f in found), found

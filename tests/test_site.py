@@ -21,9 +21,9 @@ empty --user-data-dir. Checked:
   page's .ipynb and exists here;
 - lab pages show the student version: every line of the release notebook's
   code, the `raise NotImplementedError()` stubs, no nbgrader marker and no line
-  that only solutions/ holds (course_utils.edition.secret_lines; a student
-  edition has no solutions/, and its HTML is checked against the instructor's
-  by tests/test_student_edition.py).
+  that only solutions/ holds (course_grading.leaks.secret_lines, the one leak
+  check; a student edition has neither solutions/ nor course_grading, and its
+  HTML is checked against the instructor's by tests/test_student_edition.py).
 
 Screenshots of one chapter and one lab page go to _build/screenshots/ (CI
 artifacts).
@@ -52,8 +52,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 import yaml
-
-from course_utils.edition import secret_lines, toc_files
+from sphinx_external_toc.parsing import parse_toc_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
@@ -88,7 +87,8 @@ CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
 REPOSITORY = CONFIG.get("repository") or {}
 REPO_URL = str(REPOSITORY.get("url", "")).rstrip("/")
 BRANCH = str(REPOSITORY.get("branch") or "master")  # Jupyter Book's default
-PAGES = [Path(f).with_suffix("").as_posix() for f in toc_files(ROOT)]
+# the pages of _toc.yml as Jupyter Book reads them (sphinx-external-toc), without their suffixes
+PAGES = [re.sub(r"\.(md|ipynb|rst)$", "", name) for name in parse_toc_yaml(ROOT / "_toc.yml")]
 CHAPTERS = [p for p in PAGES if p.startswith("chapters/")]
 LABS = [p for p in PAGES if p.startswith("labs/")]
 
@@ -326,8 +326,17 @@ def test_colab_and_binder_links_open_this_repository(visits):
     assert not problems, "\n".join(problems)
 
 
+def _secret_lines() -> set[str]:
+    """Lines that only solutions/ holds; none in a student edition, which has no solutions/."""
+    if not (ROOT / "solutions").is_dir():
+        return set()
+    from course_grading.leaks import secret_lines  # the instructors' toolkit: not in a student edition
+
+    return secret_lines(ROOT)
+
+
 def test_lab_pages_show_the_student_version(visits):
-    secret = secret_lines(ROOT)
+    secret = _secret_lines()
     problems = []
     for page in LABS:
         nb = json.loads((ROOT / (page + ".ipynb")).read_text(encoding="utf-8"))

@@ -1,19 +1,25 @@
-"""The student edition (python -m course_utils.edition) leaks nothing and stands on its own.
+"""The student edition (`course-student-edition`) leaks nothing and stands on its own.
 
 In a temporary folder, with a made-up student repository address:
 - the command writes the book, labs/, course_utils/, the environment files,
   the tests that need no solutions and a README from README_STUDENT.md, and
-  nothing else: no solutions/, no gradebook, no nbgrader_config.py, no
-  instructor notes or tests; every file is the instructor's own, with only the
-  repository address rewritten (and the Makefile's instructor-only targets cut);
-- the address is the student repository's everywhere: _config.yml, every
-  Colab set-up cell, the README and the built book's Colab/Binder/repository links;
+  nothing else: no solutions/, no course_grading/, no gradebook, no
+  nbgrader_config.py, no instructor notes or tests; every file is the
+  instructor's own, with only the repository and site addresses rewritten (and
+  the instructor-only blocks of the Makefile, .ci/run and pyproject.toml cut);
+- its pyproject.toml names no grading code, extra or command, and a wheel built
+  from it holds no file of course_grading;
+- the addresses are the student repository's and site's everywhere: _config.yml
+  (repository.url, html.baseurl), every Colab set-up cell (with its pinned
+  `@vX.Y.Z`), the README and the built book's Colab/Binder/repository links;
 - no line that only the solution and hidden-test markers of solutions/ hold
   appears in any file of it, nor in its built book (HTML, _sources, executed
   notebooks, caches), read line by line, including the text of syntax-highlighted HTML;
 - its book builds with its own Makefile's `make book`, from the instructor's
   execution cache (no chapter runs again), and its own test suite passes,
-  importing its own course_utils.
+  importing its own course_utils;
+- the command, and `make student-edition`, refuse to run without the student
+  repository's address, with a one-line usage message.
 
 Needs the instructor's book built first (`make test` builds it before pytest):
 the edition's build reuses its _build/.jupyter_cache.
@@ -24,24 +30,36 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 
-from course_utils.edition import find_leaks, make_edition, secret_lines, toc_files
+from course_grading.edition import copy_execution_cache, make_edition, rewrite_url
+from course_grading.leaks import find_leaks, secret_lines
+from course_grading.manifest import is_instructor_only, toc_files
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(sys.executable).parent.parent
 STAMP = VENV / ".installed"
-OLD_URL = str(yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]).rstrip("/")
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+OLD_URL = str(CONFIG["repository"]["url"]).rstrip("/")
+_ORG, _REPO = OLD_URL.split("/")[-2:]
+OLD_SITE = str((CONFIG.get("html") or {}).get("baseurl") or f"https://{_ORG.lower()}.github.io/{_REPO}").rstrip("/")
 STUDENT_URL = "https://github.com/example-org/llm-course-student"
-INSTALL = f'%pip install -q "course_utils @ git+{STUDENT_URL}"'
-MUST_NOT_EXIST = ["solutions", "nbgrader_config.py", "gradebook.db", "README_STUDENT.md", "publishing.md",
-                  "instructors.md", "benchmarks", "submitted", "autograded", "feedback", "release",
-                  "tests/test_labs.py", "tests/test_grading.py", "tests/hostile.py", "tests/test_student_edition.py"]
+STUDENT_SITE = "https://example-org.github.io/llm-course-student"
+# the Colab set-up cell's install, pinned to a release tag or not
+INSTALL = re.compile(r'%pip install [^\n]*"course_utils @ git\+' + re.escape(STUDENT_URL) + r'(@v\d+\.\d+\.\d+)?"')
+MUST_NOT_EXIST = ["solutions", "course_grading", "course_utils/grading.py", "nbgrader_config.py", "gradebook.db",
+                  "README_STUDENT.md", "publishing.md", "instructors.md", "benchmarks", "submitted", "autograded",
+                  "feedback", "release", "tests/test_labs.py", "tests/test_grading.py", "tests/test_leaks.py",
+                  "tests/hostile.py", "tests/test_student_edition.py"]
+STRIPPED = ("Makefile", ".ci/run", "pyproject.toml")  # their instructor-only blocks are cut
 BUILD_TIMEOUT = 1800
 SUITE_TIMEOUT = 2400
 
@@ -70,9 +88,9 @@ def _first_code_cell(path: Path) -> str:
 def _without_instructor_blocks(text: str) -> str:
     keep, inside = [], False
     for line in text.splitlines(keepends=True):
-        if line.startswith("# >>> instructor only"):
+        if line.lstrip().startswith("# >>> instructor only"):
             inside = True
-        elif line.startswith("# <<< instructor only"):
+        elif line.lstrip().startswith("# <<< instructor only"):
             inside = False
         elif not inside:
             keep.append(line)
@@ -82,7 +100,8 @@ def _without_instructor_blocks(text: str) -> str:
 @pytest.fixture(scope="module")
 def edition(tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("edition") / "llm-course-student"
-    done = subprocess.run([sys.executable, "-m", "course_utils.edition", str(dest), "--repo-url", STUDENT_URL],
+    command = Path(sys.executable).with_name("course-student-edition")  # the console script of pyproject.toml
+    done = subprocess.run([str(command), str(dest), "--repo-url", STUDENT_URL],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     return dest
@@ -109,7 +128,8 @@ def test_only_what_students_may_see(edition):
     # everything the book, the labs and the package hold, with nothing added
     for folder in ["chapters", "labs", "course_utils"]:
         theirs = {p.relative_to(ROOT).as_posix() for p in _files(ROOT / folder)
-                  if "__pycache__" not in p.parts and ".ipynb_checkpoints" not in p.parts}
+                  if "__pycache__" not in p.parts and ".ipynb_checkpoints" not in p.parts
+                  and not is_instructor_only(p.relative_to(ROOT).as_posix())}
         ours = {p.relative_to(edition).as_posix() for p in _files(edition / folder)}
         assert ours == theirs, f"{folder}/ differs: missing {sorted(theirs - ours)}, extra {sorted(ours - theirs)}"
     for page in toc_files(ROOT):
@@ -129,11 +149,11 @@ def test_every_file_is_the_instructors_with_the_address_rewritten(edition):
         assert os.access(path, os.X_OK) == os.access(original, os.X_OK), f"{rel} lost or gained its executable bit"
         data = original.read_bytes()
         try:
-            expected = data.decode("utf-8").replace(OLD_URL, STUDENT_URL)
+            expected = data.decode("utf-8").replace(OLD_URL, STUDENT_URL).replace(OLD_SITE, STUDENT_SITE)
         except UnicodeDecodeError:
             assert path.read_bytes() == data, f"{rel} differs from the instructor's"
             continue
-        if rel in ("Makefile", ".ci/run"):
+        if rel in STRIPPED:
             expected = _without_instructor_blocks(expected)
         assert path.read_text(encoding="utf-8") == expected, f"{rel} differs from the instructor's"
 
@@ -141,43 +161,26 @@ def test_every_file_is_the_instructors_with_the_address_rewritten(edition):
 def test_the_student_repository_address_everywhere(edition):
     config = yaml.safe_load((edition / "_config.yml").read_text())
     assert config["repository"]["url"] == STUDENT_URL
-    if OLD_URL != STUDENT_URL:
+    if (CONFIG.get("html") or {}).get("baseurl"):
+        assert config["html"]["baseurl"].rstrip("/") == STUDENT_SITE, config["html"]
+    for old in (OLD_URL, OLD_SITE):
         holders = [p.relative_to(edition).as_posix() for p in _files(edition)
-                   if OLD_URL in p.read_bytes().decode("utf-8", errors="replace")]
-        assert not holders, f"the instructor repository's address is still in {holders}"
+                   if old in p.read_bytes().decode("utf-8", errors="replace")]
+        assert not holders, f"the instructor's address {old} is still in {holders}"
     chapters = [edition / p for p in toc_files(ROOT) if p.startswith("chapters/")]
     notebooks = chapters + [p.with_suffix(".ipynb") for p in chapters] + sorted((edition / "labs").glob("*/*.ipynb"))
     assert notebooks, "no chapter or lab in the edition"
     for path in notebooks:
         cell = _first_code_cell(path)
-        assert "google.colab" in cell and INSTALL in cell, (
+        assert INSTALL.search(cell), (
             f"{path.relative_to(edition)}: the Colab set-up cell does not install from {STUDENT_URL}:\n{cell}")
     readme = (edition / "README.md").read_text()
-    assert STUDENT_URL in readme and "https://example-org.github.io/llm-course-student/" in readme
+    assert STUDENT_URL in readme and STUDENT_SITE + "/" in readme
     assert "{{" not in readme, "a placeholder of README_STUDENT.md was left"
     for lab in (edition / "labs").glob("*/*.ipynb"):
         rel = lab.relative_to(edition).as_posix()
         assert (f"https://colab.research.google.com/github/example-org/llm-course-student/blob/"
                 f"{config['repository'].get('branch', 'main')}/{rel}") in readme, f"README has no Colab link to {rel}"
-
-
-def test_the_leak_check_sees_solution_lines():
-    """The line-by-line check finds every secret line in solutions/ itself, and
-    one hidden in syntax-highlighted HTML."""
-    secret = secret_lines(ROOT)
-    assert secret, "no secret line found in solutions/"
-    found = {line for _, line in find_leaks(ROOT / "solutions", secret)}
-    assert found == secret
-
-
-def test_the_leak_check_reads_highlighted_html(tmp_path):
-    secret = secret_lines(ROOT)
-    line = max(secret, key=len)
-    spans = "".join(f'<span class="n">{word}</span> ' for word in line.replace("&", "&amp;").replace("<", "&lt;")
-                    .replace(">", "&gt;").replace('"', "&quot;").split(" ")).rstrip()
-    page = tmp_path / "page.html"
-    page.write_text(f"<html><body><div class=\"highlight\"><pre>x = 1\n    {spans}\ny = 2</pre></div></body></html>")
-    assert find_leaks(tmp_path, secret) == [("page.html", line)], line
 
 
 def test_no_solution_line_in_the_edition(edition):
@@ -193,8 +196,31 @@ def test_the_makefile_test_target_needs_no_solutions(edition):
     assert pytest_lines, done.stdout
     assert not any("solutions" in line for line in pytest_lines), pytest_lines
     makefile = (edition / "Makefile").read_text()
-    assert "course_utils.grading generate" not in makefile and "course_utils.edition" not in makefile, (
-        "the student Makefile still has instructor-only targets")
+    for command in ("course-generate", "course-student-edition", "course_grading", "course_utils.grading"):
+        assert command not in makefile, f"the student Makefile still has instructor-only targets ({command})"
+
+
+def test_the_edition_installs_no_grading_code(edition, tmp_path):
+    text = (edition / "pyproject.toml").read_text()
+    project = tomllib.loads(text)["project"]
+    assert "course_grading" not in text and "scripts" not in project, text
+    assert set(project["optional-dependencies"]) == {"book", "labs", "test"}, project["optional-dependencies"]
+    requirements = [r for reqs in [project["dependencies"], *project["optional-dependencies"].values()] for r in reqs]
+    assert not [r for r in requirements if r.startswith("nbgrader")], requirements
+    # a wheel built from the edition (a copy: building writes build/ and *.egg-info into the tree)
+    source = tmp_path / "source"
+    shutil.copytree(edition, source, ignore=shutil.ignore_patterns("_build", ".git"))
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path / "wheels"), str(source)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (wheel,) = (tmp_path / "wheels").glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(n.startswith("course_utils/") for n in names) and "course_utils/transformer.py" in names, names
+    grading = [n for n in names if "course_grading" in n or n == "course_utils/grading.py"]
+    assert not grading, f"the students' wheel holds grading code: {grading}"
+    entry_points = [n for n in names if n.endswith("entry_points.txt")]
+    for name in entry_points:
+        assert "course_grading" not in zipfile.ZipFile(wheel).read(name).decode(), name
 
 
 def test_the_edition_book_builds_from_the_cache_and_leaks_nothing(edition, built):
@@ -240,14 +266,35 @@ def test_the_edition_test_suite_passes_on_its_own(edition, built):
     assert "skipped" not in done.stdout, done.stdout[-2000:]
 
 
+def test_the_command_refuses_to_run_without_the_student_address(tmp_path):
+    with pytest.raises(ValueError, match="repo_url is required"):
+        make_edition(tmp_path / "new", ROOT)
+    usage = "usage: course-student-edition DEST --repo-url https://github.com/ORG/REPO"
+    command = Path(sys.executable).with_name("course-student-edition")
+    done = subprocess.run([str(command), str(tmp_path / "new")], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout == "", done.stdout + done.stderr
+    assert done.stderr.startswith(usage) and done.stderr.count("\n") == 1, done.stderr
+    done = subprocess.run(["make", "student-edition", f"DEST={tmp_path / 'new'}", f"VENV={VENV}", "-o", str(STAMP)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert done.stdout.startswith("usage: make student-edition DEST=") and done.stdout.count("\n") == 1, done.stdout
+    assert not (tmp_path / "new").exists()
+
+
+def test_the_address_rewrite_keeps_pinned_versions_and_other_repositories():
+    cell = '%pip install -q "course_utils @ git+https://github.com/a/course@v0.2.0"  # https://github.com/a/course-x'
+    assert rewrite_url(cell, "https://github.com/a/course", "https://github.com/b/student") == (
+        '%pip install -q "course_utils @ git+https://github.com/b/student@v0.2.0"  # https://github.com/a/course-x')
+
+
 def test_the_command_refuses_unsafe_destinations(tmp_path):
     with pytest.raises(ValueError, match="outside the instructor repository"):
-        make_edition(ROOT / "student", ROOT)
+        make_edition(ROOT / "student", ROOT, repo_url=STUDENT_URL)
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="not empty and not a git clone"):
-        make_edition(busy, ROOT)
+        make_edition(busy, ROOT, repo_url=STUDENT_URL)
     assert (busy / "notes.txt").read_text() == "mine"
     with pytest.raises(ValueError, match="repo_url must look like"):
         make_edition(tmp_path / "new", ROOT, repo_url="github.com/no-scheme")
@@ -280,8 +327,6 @@ def test_the_cache_copy_drops_records_of_old_and_missing_notebooks(tmp_path):
     from jupyter_cache import get_cache
     from jupyter_cache.base import CacheBundleIn
 
-    from course_utils.edition import copy_execution_cache
-
     root, edition = tmp_path / "course", tmp_path / "edition"
     (root / "chapters").mkdir(parents=True)
     chapter = root / "chapters" / "ch.md"
@@ -299,7 +344,7 @@ def test_the_cache_copy_drops_records_of_old_and_missing_notebooks(tmp_path):
     for code, uri in (("print('old solution code')", chapter), ("print('now')", chapter),
                       ("print('gone')", root / "chapters" / "deleted.md"), ("print('elsewhere')", tmp_path / "x.md")):
         cache.cache_notebook_bundle(CacheBundleIn(notebook(code), str(uri)), check_validity=False, overwrite=True)
-    kept = copy_execution_cache(src, edition / "cache", OLD_URL, STUDENT_URL, root, edition)
+    kept = copy_execution_cache(src, edition / "cache", {OLD_URL: STUDENT_URL}, root, edition)
     copied = get_cache(edition / "cache")
     records = {r.uri: [c.source for c in copied.get_cache_bundle(r.pk).nb.cells if c.cell_type == "code"][0]
                for r in copied.list_cache_records()}

@@ -1,0 +1,31 @@
+"""course_grading: the instructors' toolkit of the course *Generative AI with Large Language Models*.
+
+It generates the student versions of the labs, grades submissions in a
+sandbox, checks a release for leaked solutions and hidden tests, and
+publishes the student edition. Students never install it: the student
+edition (which it writes) leaves this package out, and its ``pyproject.toml``
+names neither the package nor its commands. Install it in the instructor
+repository with ``pip install -e ".[instructor]"`` (``make install`` does).
+
+================  ==========================================================
+module            what it holds
+================  ==========================================================
+``course``        the course on disk: its root, nbgrader configuration, labs
+``cells``         a notebook's cells: text, nbgrader metadata, the markers
+``labs``          graded parts; generating the student versions (nbgrader)
+``repair``        matching a damaged submission back to the release
+``flags``         what a submission's code does that deserves a look
+``sandbox``       the jail: Linux namespaces, bind mounts and rlimits
+``kernel``        a Jupyter kernel in the jail; nbgrader's Execute with nonces
+``autograde``     grading every submission of a lab into the gradebook
+``leaks``         the one leak check: no solution line in what is published
+``manifest``      what goes into the student edition, and what never does
+``edition``       writing the student edition
+``cli``           the commands
+================  ==========================================================
+
+Commands (see :mod:`course_grading.cli`): ``course-generate``,
+``course-grade``, ``course-check-release``, ``course-student-edition``, or
+``python -m course_grading COMMAND``. ``instructors.md`` and
+``publishing.md`` describe the workflow.
+"""
