@@ -5,7 +5,7 @@ sandbox, checks a release for leaked solutions and hidden tests, and
 publishes the student edition. Students never install it: the student
 edition (which it writes) leaves this package out, and its ``pyproject.toml``
 names neither the package nor its commands. Install it in the instructor
-repository with ``pip install -e ".[instructor]"`` (``make install`` does).
+repository with ``pip install -e ".[instructor]"``.
 
 ================  ==========================================================
 module            what it holds

@@ -1,14 +1,14 @@
 """The command line: one command per task, installed as console scripts by ``pip install -e ".[instructor]"``.
 
-==========================  =====================================  ==========================================
-console script              ``python -m course_grading ...``        what it does
-==========================  =====================================  ==========================================
-``course-generate [LAB]``   ``generate [LAB ...]``                  write the student versions into ``labs/``
-(none)                      ``parts LAB``                           list a lab's graded parts and points
-``course-grade LAB``        ``grade LAB`` (or ``autograde``)        grade submissions, sandboxed, into the gradebook
-``course-check-release``    ``check-release``                       ``labs/`` and ``_build/html`` leak nothing
-``course-student-edition``  ``student-edition DEST --repo-url URL``  write the student edition
-==========================  =====================================  ==========================================
+- ``course-generate [LAB ...]`` (``python -m course_grading generate``): write
+  the student versions into ``labs/``;
+- ``course-grade LAB`` (``python -m course_grading grade``, or ``autograde``):
+  grade the submissions of a lab, each in a sandbox, into the gradebook;
+- ``course-check-release`` (``python -m course_grading check-release``):
+  ``labs/`` and ``_build/html`` show no solution and no hidden test;
+- ``course-student-edition DEST --repo-url URL`` (``python -m course_grading
+  student-edition``): write the student edition;
+- ``python -m course_grading parts LAB``: list a lab's graded parts and points.
 
 Run them from the instructor repository (the folder holding
 ``nbgrader_config.py``, or below it). Each returns 0 on success, 1 when it ran
@@ -95,7 +95,7 @@ def _grade(args: argparse.Namespace) -> int:
 
 
 def _check_release_args(ap: argparse.ArgumentParser) -> None:
-    pass
+    """``check-release`` takes no arguments: it checks the course it is run in."""
 
 
 def _check_release(args: argparse.Namespace) -> int:
