@@ -21,9 +21,11 @@ STAMP      := $(VENV)/.installed
 RUN        := PATH="$(abspath $(BIN)):$$PATH" PYTHONHASHSEED=0
 # the instructor repository also runs the lab solutions with nbval (the student edition has none)
 NBVAL      := $(if $(wildcard solutions),solutions --nbval-lax)
+# extras of pyproject.toml that .venv gets (the instructor repository adds `instructor` below)
+EXTRAS     := book,labs,test
 
 # The package's own tests: everything but the book, the labs and the instructors' tooling.
-PACKAGE_TESTS := $(filter-out tests/test_book.py tests/test_site.py tests/test_labs.py tests/test_student_edition.py tests/test_grading.py,$(wildcard tests/test_*.py))
+PACKAGE_TESTS := $(filter-out tests/test_book.py tests/test_site.py tests/test_labs.py tests/test_student_edition.py tests/test_grading.py tests/test_leaks.py,$(wildcard tests/test_*.py))
 PY          ?=
 CONSTRAINTS ?= constraints.txt
 PYVENV      := _build/venv-test-python
@@ -33,7 +35,7 @@ PYVENV      := _build/venv-test-python
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH_ARGS) "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[book,labs,test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -56,14 +58,15 @@ test-python:
 
 # >>> instructor only (dropped from the student edition)
 .PHONY: labs student-edition
+EXTRAS     := $(EXTRAS),instructor
 # regenerate the student versions of the labs (labs/) from solutions/
 labs: $(STAMP)
-	$(RUN) $(BIN)/python -m course_utils.grading generate
+	$(RUN) $(BIN)/course-generate
 
 # the tree students may see: make student-edition DEST=../course-student REPO_URL=https://github.com/ORG/REPO
 student-edition: $(STAMP)
-	@test -n "$(DEST)" || { echo "usage: make student-edition DEST=folder [REPO_URL=https://github.com/ORG/REPO]"; exit 2; }
-	$(RUN) $(BIN)/python -m course_utils.edition "$(DEST)" $(if $(REPO_URL),--repo-url "$(REPO_URL)")
+	@test -n "$(DEST)" && test -n "$(REPO_URL)" || { echo "usage: make student-edition DEST=folder REPO_URL=https://github.com/ORG/REPO"; exit 2; }
+	$(RUN) $(BIN)/course-student-edition "$(DEST)" --repo-url "$(REPO_URL)"
 # <<< instructor only
 
 clean-book:
