@@ -32,7 +32,7 @@ import torch
 from .checks import check_int
 from .device import evaluating
 from .training import TrainConfig, evaluate, train
-from .transformer import IGNORE_INDEX, DecoderOnlyLM, TransformerConfig
+from .transformer import DecoderOnlyLM, TransformerConfig
 
 __all__ = ["RECIPES", "pretrain", "PRETRAINED_DIR", "pad_batch"]
 
@@ -48,16 +48,15 @@ class Recipe:
 
 def pad_batch(sequences: list[list[int]], labels: list[list[int]] | None, pad_id: int,
               device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
-    """Right-pad token lists into ``{"input_ids", "labels"}`` tensors ``(B, T_max)``.
-    Labels default to the inputs; padding gets label -100 (the causal mask
-    keeps padding on the right from affecting real tokens)."""
-    T = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), T), pad_id, dtype=torch.long)
-    lab = torch.full((len(sequences), T), IGNORE_INDEX, dtype=torch.long)
-    for i, s in enumerate(sequences):
-        ids[i, :len(s)] = torch.tensor(s)
-        lab[i, :len(s)] = torch.tensor(s if labels is None else labels[i])
-    return {"input_ids": ids.to(device), "labels": lab.to(device)}
+    """Right-pad token lists into ``{"input_ids", "labels"}`` tensors ``(B, T_max)``
+    with :class:`course_utils.data.CausalLMCollator`. Labels default to the
+    inputs; padding gets label -100. No ``attention_mask``: the causal mask
+    already keeps padding on the right from affecting real tokens."""
+    from .data import CausalLMCollator
+
+    examples = sequences if labels is None else [{"input_ids": s, "labels": lab} for s, lab in zip(sequences, labels)]
+    batch = CausalLMCollator(pad_id, device=device)(examples)
+    return {"input_ids": batch["input_ids"], "labels": batch["labels"]}
 
 
 def _sampler(rows: list, batch_size: int, make: Callable[[list], dict]) -> Callable:

@@ -32,6 +32,7 @@ with ``labels`` aligned with ``input_ids``, shifted inside, ``-100`` ignored.
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
@@ -40,6 +41,7 @@ import torch
 import torch.nn as nn
 
 from .checks import check_int, check_number, check_one_of
+from .data.tasks import _check_recall_sizes, _copy_rows, _recall_rows
 from .device import evaluating
 from .sampling import decoding_loop
 from .transformer import IGNORE_INDEX, _lm_loss
@@ -378,11 +380,10 @@ class RNNLM(nn.Module):
 # ----------------------------------------------------------------------------- 3. associative recall
 
 
-def _check_recall_sizes(n_pairs: int, vocab_size: int) -> None:
-    check_int("n_pairs", n_pairs, 1)
-    check_int("vocab_size", vocab_size, 2)
-    if n_pairs > vocab_size // 2:
-        raise ValueError(f"n_pairs must be <= vocab_size // 2 = {vocab_size // 2} (keys are distinct), got {n_pairs}")
+def _rng(generator: torch.Generator | None) -> random.Random:
+    """A Python ``random.Random`` for :mod:`course_utils.data`'s task generators,
+    seeded with one draw from ``generator`` (``None``: torch's global generator)."""
+    return random.Random(int(torch.randint(2**62, (), generator=generator)))
 
 
 def _recall_lm_batch(pairs_and_query: torch.Tensor, answer: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -408,20 +409,15 @@ def recall_batch(batch_size: int, n_pairs: int = 8, vocab_size: int = 64, genera
     so the only scored prediction is the one made at ``q`` (position ``T - 2``),
     which sees the pairs and the query but not the answer. The same batch works
     for :class:`RNNLM` and :class:`course_utils.transformer.DecoderOnlyLM` (whose
-    ``block_size`` must be at least ``2 n + 2``). Random numbers are drawn on the
-    CPU (with ``generator``), then moved to ``device``, so a seed gives the same
-    batches everywhere. Example (vocab 8, one pair): ``input_ids [[1, 5, 1, 5]]``,
-    ``labels [[-100, -100, -100, 5]]``.
+    ``block_size`` must be at least ``2 n + 2``). The sequences are drawn by
+    :mod:`course_utils.data` (the generator of ``associative_recall``) with a
+    Python random generator seeded from ``generator``, then moved to ``device``,
+    so a seed gives the same batches everywhere. Example (vocab 8, one pair):
+    ``input_ids [[1, 5, 1, 5]]``, ``labels [[-100, -100, -100, 5]]``.
     """
     check_int("batch_size", batch_size, 1)
-    _check_recall_sizes(n_pairs, vocab_size)
-    n_keys = vocab_size // 2
-    keys = torch.rand(batch_size, n_keys, generator=generator).argsort(dim=1)[:, :n_pairs]  # (B, n) distinct
-    values = torch.randint(n_keys, vocab_size, (batch_size, n_pairs), generator=generator)  # (B, n)
-    which = torch.randint(n_pairs, (batch_size, 1), generator=generator)  # (B, 1)
-    query, answer = keys.gather(1, which), values.gather(1, which)  # (B, 1) each
-    pairs = torch.stack([keys, values], dim=2).reshape(batch_size, 2 * n_pairs)  # (B, 2n): k1 v1 k2 v2 ...
-    batch = _recall_lm_batch(torch.cat([pairs, query], dim=1), answer[:, 0])
+    rows, answers = _recall_rows(batch_size, n_pairs, vocab_size, _rng(generator))
+    batch = _recall_lm_batch(torch.tensor(rows), torch.tensor(answers))  # (B, 2n + 2) each
     return {k: v.to(device) for k, v in batch.items()} if device is not None else batch
 
 
@@ -475,18 +471,14 @@ def copy_batch(batch_size: int, length: int = 16, vocab_size: int = 64, generato
     Each copied token sits ``L + 1`` positions after its original, so attention
     can fetch it by relative position, while a recurrent model must have stored
     all ``L`` symbols in its state (Graves et al., 2014; Jelassi et al., 2024).
-    Random numbers are drawn on the CPU with ``generator``, then moved to ``device``.
+    The sequences are drawn by :mod:`course_utils.data` (the generator of
+    ``copy_task``) with a Python random generator seeded from ``generator``,
+    then moved to ``device``.
     Example (vocab 4, length 2): ``input_ids [[2, 0, 3, 2, 0]]``, ``labels [[-100, -100, -100, 2, 0]]``.
     """
     check_int("batch_size", batch_size, 1)
-    check_int("length", length, 1)
-    check_int("vocab_size", vocab_size, 2)
-    x = torch.randint(vocab_size - 1, (batch_size, length), generator=generator)  # (B, L)
-    sep = torch.full((batch_size, 1), vocab_size - 1, dtype=torch.long)
-    input_ids = torch.cat([x, sep, x], dim=1)  # (B, 2L + 1)
-    labels = input_ids.clone()
-    labels[:, :length + 1] = IGNORE_INDEX
-    batch = {"input_ids": input_ids, "labels": labels}
+    input_ids, labels, _ = _copy_rows(batch_size, length, vocab_size, _rng(generator))
+    batch = {"input_ids": torch.tensor(input_ids), "labels": torch.tensor(labels)}  # (B, 2L + 1) each
     return {k: v.to(device) for k, v in batch.items()} if device is not None else batch
 
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from ._common import IGNORE_INDEX, _check_fraction, _check_int
+from ..checks import check_int
+from ._common import IGNORE_INDEX, _check_fraction
 
 __all__ = ["causal_lm_blocks", "random_batch", "CausalLMCollator", "MaskedLMCollator",
            "random_spans_noise_mask", "span_corrupt", "SpanCorruptionCollator"]
@@ -41,9 +42,9 @@ def causal_lm_blocks(ids: Sequence[int] | torch.Tensor, block_size: int, stride:
     Example: ``causal_lm_blocks(range(10), 4)`` -> ``[[0, 1, 2, 3], [4, 5, 6, 7]]``.
     """
     t = _as_long_1d("ids", ids)
-    _check_int("block_size", block_size, 1)
+    check_int("block_size", block_size, 1)
     stride = block_size if stride is None else stride
-    _check_int("stride", stride, 1)
+    check_int("stride", stride, 1)
     if len(t) < block_size:
         raise ValueError(f"ids must hold at least block_size={block_size} tokens, got {len(t)}")
     blocks = t.unfold(0, block_size, stride)  # (N, block_size)
@@ -59,8 +60,8 @@ def random_batch(data: Sequence[int] | torch.Tensor, block_size: int, batch_size
     ``labels`` is a copy of ``input_ids`` (the model shifts internally, HF convention).
     """
     t = _as_long_1d("data", data)
-    _check_int("block_size", block_size, 1)
-    _check_int("batch_size", batch_size, 1)
+    check_int("block_size", block_size, 1)
+    check_int("batch_size", batch_size, 1)
     if len(t) < block_size:
         raise ValueError(f"data must hold at least block_size={block_size} tokens, got {len(t)}")
     starts = torch.randint(len(t) - block_size + 1, (batch_size,), generator=generator)  # (B,)
@@ -118,7 +119,7 @@ class CausalLMCollator:
 
     def __init__(self, pad_token_id: int, padding_side: str = "right",
                  device: torch.device | str | None = None) -> None:
-        _check_int("pad_token_id", pad_token_id, 0)
+        check_int("pad_token_id", pad_token_id, 0)
         if padding_side not in ("right", "left"):
             raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
         self.pad_token_id, self.padding_side, self.device = pad_token_id, padding_side, device
@@ -149,9 +150,9 @@ class MaskedLMCollator:
                  special_token_ids: Sequence[int] = (), generator: torch.Generator | None = None,
                  mask_replace_prob: float = 0.8, random_replace_prob: float = 0.1,
                  device: torch.device | str | None = None) -> None:
-        _check_int("vocab_size", vocab_size, 2)
+        check_int("vocab_size", vocab_size, 2)
         for name, value in (("mask_token_id", mask_token_id), ("pad_token_id", pad_token_id)):
-            _check_int(name, value, 0)
+            check_int(name, value, 0)
             if value >= vocab_size:
                 raise ValueError(f"{name} must be < vocab_size={vocab_size}, got {value}")
         _check_fraction("mlm_probability", mlm_probability, high_open=False)
@@ -219,7 +220,7 @@ def random_spans_noise_mask(length: int, noise_density: float = 0.15, mean_span_
     noise tokens in ``max(1, round(2 / 3)) = 1`` span, so always
     ``[F, F, F, F, F, F, F, F, T, T]``.
     """
-    _check_int("length", length, 1)
+    check_int("length", length, 1)
     _check_fraction("noise_density", noise_density)
     if mean_span_length < 1:
         raise ValueError(f"mean_span_length must be >= 1, got {mean_span_length}")
@@ -292,15 +293,15 @@ class SpanCorruptionCollator:
             raise ValueError("give exactly one of first_sentinel_id and sentinel_ids, got "
                              f"first_sentinel_id={first_sentinel_id}, sentinel_ids={sentinel_ids}")
         if sentinel_ids is None:
-            _check_int("num_sentinels", num_sentinels, 1)
-            _check_int("first_sentinel_id", first_sentinel_id, num_sentinels - 1)
+            check_int("num_sentinels", num_sentinels, 1)
+            check_int("first_sentinel_id", first_sentinel_id, num_sentinels - 1)
             sentinel_ids = [first_sentinel_id - i for i in range(num_sentinels)]
         if len(sentinel_ids) == 0 or len(set(sentinel_ids)) != len(sentinel_ids):
             raise ValueError(f"sentinel_ids must be non-empty and distinct, got {list(sentinel_ids)}")
         _check_fraction("noise_density", noise_density)
         if mean_span_length < 1:
             raise ValueError(f"mean_span_length must be >= 1, got {mean_span_length}")
-        _check_int("pad_token_id", pad_token_id, 0)
+        check_int("pad_token_id", pad_token_id, 0)
         self.sentinel_ids = [int(s) for s in sentinel_ids]
         self.noise_density, self.mean_span_length = noise_density, mean_span_length
         self.eos_token_id, self.pad_token_id = eos_token_id, pad_token_id

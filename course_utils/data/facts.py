@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ._common import _check_int
+from ..checks import check_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
@@ -100,7 +100,7 @@ def facts_world(seed: int = 0, n_people: int = 40) -> list[Fact]:
     Example: ``Fact("Ganymede", "moon_of", "Jupiter", "ASTRO", "ASTRO")`` is always there.
     """
     max_people = len(_FIRST_NAMES) * len(_SURNAMES)
-    _check_int("n_people", n_people, 0)
+    check_int("n_people", n_people, 0)
     if n_people > max_people:
         raise ValueError(f"n_people must be <= {max_people}, got {n_people}")
     rng = random.Random(seed)
@@ -157,7 +157,7 @@ def _sentences(world: list[Fact], seed: int, templates_per_fact: int | None, shu
     for fact in world:
         templates = list(enumerate(_SENTENCES[fact.relation]))
         if templates_per_fact is not None:
-            _check_int("templates_per_fact", templates_per_fact, 1)
+            check_int("templates_per_fact", templates_per_fact, 1)
             templates = rng.sample(templates, min(templates_per_fact, len(templates)))
         for index, template in templates:
             text, tokens, tags = _render(template, fact)

@@ -21,7 +21,8 @@ import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Callable
 
-from ._common import IGNORE_INDEX, _check_fraction, _check_int
+from ..checks import check_int
+from ._common import IGNORE_INDEX, _check_fraction
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
@@ -46,13 +47,24 @@ def associative_recall(n_samples: int, n_pairs: int = 8, vocab_size: int = 64, s
     """
     from datasets import Dataset
 
-    _check_int("n_samples", n_samples, 1)
-    _check_int("n_pairs", n_pairs, 1)
-    _check_int("vocab_size", vocab_size, 2)
+    inputs, targets = _recall_rows(n_samples, n_pairs, vocab_size, random.Random(seed))
+    return Dataset.from_dict({"input_ids": inputs, "target": targets})
+
+
+def _check_recall_sizes(n_pairs: int, vocab_size: int) -> None:
+    check_int("n_pairs", n_pairs, 1)
+    check_int("vocab_size", vocab_size, 2)
+    if n_pairs > vocab_size // 2:
+        raise ValueError(f"n_pairs must be <= vocab_size // 2 = {vocab_size // 2} (keys are distinct), got {n_pairs}")
+
+
+def _recall_rows(n_samples: int, n_pairs: int, vocab_size: int,
+                 rng: random.Random) -> tuple[list[list[int]], list[int]]:
+    """The sequences ``[k_1, v_1, ..., k_n, v_n, q]`` of :func:`associative_recall` and
+    their targets, drawn with ``rng`` (also used by :func:`course_utils.rnn.recall_batch`)."""
+    check_int("n_samples", n_samples, 1)
+    _check_recall_sizes(n_pairs, vocab_size)
     n_keys = vocab_size // 2
-    if n_pairs > n_keys:
-        raise ValueError(f"n_pairs must be <= vocab_size // 2 = {n_keys} (keys are distinct), got {n_pairs}")
-    rng = random.Random(seed)
     inputs, targets = [], []
     for _ in range(n_samples):
         keys = rng.sample(range(n_keys), n_pairs)
@@ -60,7 +72,7 @@ def associative_recall(n_samples: int, n_pairs: int = 8, vocab_size: int = 64, s
         i = rng.randrange(n_pairs)
         inputs.append([t for kv in zip(keys, values) for t in kv] + [keys[i]])
         targets.append(values[i])
-    return Dataset.from_dict({"input_ids": inputs, "target": targets})
+    return inputs, targets
 
 
 def copy_task(n_samples: int, length: int = 16, vocab_size: int = 16, seed: int = 0) -> "Dataset":
@@ -77,14 +89,20 @@ def copy_task(n_samples: int, length: int = 16, vocab_size: int = 16, seed: int 
     """
     from datasets import Dataset
 
-    _check_int("n_samples", n_samples, 1)
-    _check_int("length", length, 1)
-    _check_int("vocab_size", vocab_size, 2)
-    rng = random.Random(seed)
+    input_ids, labels, xs = _copy_rows(n_samples, length, vocab_size, random.Random(seed))
+    return Dataset.from_dict({"input_ids": input_ids, "labels": labels, "target": xs})
+
+
+def _copy_rows(n_samples: int, length: int, vocab_size: int,
+               rng: random.Random) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
+    """``input_ids``, ``labels`` and ``target`` of :func:`copy_task`, drawn with ``rng``
+    (also used by :func:`course_utils.rnn.copy_batch`)."""
+    check_int("n_samples", n_samples, 1)
+    check_int("length", length, 1)
+    check_int("vocab_size", vocab_size, 2)
     sep = vocab_size - 1
     xs = [[rng.randrange(sep) for _ in range(length)] for _ in range(n_samples)]
-    return Dataset.from_dict({"input_ids": [x + [sep] + x for x in xs],
-                              "labels": [[IGNORE_INDEX] * (length + 1) + x for x in xs], "target": xs})
+    return [x + [sep] + x for x in xs], [[IGNORE_INDEX] * (length + 1) + x for x in xs], xs
 
 
 # In-context learning as task identification: six mappings on 20 symbols.
@@ -200,12 +218,12 @@ def icl_tasks(n_samples: int, k: int | None = None, max_k: int = 8, seed: int = 
     """
     from datasets import Dataset
 
-    _check_int("n_samples", n_samples, 1)
-    _check_int("max_k", max_k, 0)
+    check_int("n_samples", n_samples, 1)
+    check_int("max_k", max_k, 0)
     if max_k > 19:
         raise ValueError(f"max_k must be <= 19 (20 symbols, one kept for the query), got {max_k}")
     if k is not None:
-        _check_int("k", k, 0)
+        check_int("k", k, 0)
         if k > 19:
             raise ValueError(f"k must be <= 19 (20 symbols, one kept for the query), got {k}")
     draw_k = (lambda rng: k) if k is not None else (lambda rng: rng.randint(0, max_k))
@@ -270,7 +288,7 @@ def translation_pairs(n: int, seed: int = 0, adjective_probability: float = 0.5)
     """
     from datasets import Dataset
 
-    _check_int("n", n, 1)
+    check_int("n", n, 1)
     _check_fraction("adjective_probability", adjective_probability, low_open=False, high_open=False)
     rng = random.Random(seed)
 
