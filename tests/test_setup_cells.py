@@ -59,8 +59,7 @@ def notebooks(root: Path = ROOT) -> list[Path]:
 def code_cells(path: Path) -> list[tuple[str, dict]]:
     """(source, metadata) of each code cell of a notebook or a MyST markdown notebook."""
     if path.suffix == ".md":
-        import jupytext
-
+        jupytext = pytest.importorskip("jupytext", reason="reading MyST notebooks needs the book tools (.[book])")
         nb = jupytext.read(path)
         return [(c.source, dict(c.metadata)) for c in nb.cells if c.cell_type == "code"]
     nb = json.loads(path.read_text(encoding="utf-8"))
