@@ -17,7 +17,8 @@ module                    what it holds
 ``memory``                GPU memory for inference and training
 ``quantization``          number formats and int8 quantization
 ``plotting``              the figures of the book
-``notebook``              ``glue``: book values, shown in plain notebooks
+``notebook``              ``glue`` and ``show_source`` for the chapters
+``checks``                argument checks shared by every module
 ========================  ==============================================
 
 Submodules are imported lazily (``course_utils.attention`` is loaded on first
@@ -34,6 +35,7 @@ __version__ = "0.2.0"
 
 _SUBMODULES = {
     "attention",
+    "checks",
     "curation",
     "data",
     "device",

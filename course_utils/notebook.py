@@ -41,7 +41,7 @@ import os
 from numbers import Number
 from typing import Any
 
-__all__ = ["BOOK_BUILD_ENV", "in_book_build", "glue", "setup"]
+__all__ = ["BOOK_BUILD_ENV", "in_book_build", "glue", "show_source", "setup"]
 
 #: The environment variable that marks a Jupyter Book build ("1": building the book).
 BOOK_BUILD_ENV = "COURSE_UTILS_BOOK_BUILD"
@@ -102,6 +102,29 @@ def _show(name: str, value: Any) -> None:
         return
     print(f"{name}:")
     ipy_display(value)
+
+
+def show_source(obj: Any) -> Any:
+    """The source code of a function, class or method of the package, for a chapter to display.
+
+    Chapters that explain the package's code show it with this instead of
+    retyping it, so book and package cannot drift apart: the text is read from
+    the installed module with :func:`inspect.getsource`. Returns an
+    ``IPython.display.Code`` (highlighted in the book and in Jupyter), or the
+    plain source string where IPython is not installed.
+
+    Example: ``show_source(Block)`` as a cell's last line shows ``class Block``.
+    """
+    import inspect
+
+    if not (inspect.isclass(obj) or inspect.isfunction(obj) or inspect.ismethod(obj)):
+        raise TypeError(f"show_source takes a class, function or method, got {type(obj).__name__}")
+    source = inspect.getsource(obj)
+    try:
+        from IPython.display import Code
+    except ImportError:
+        return source
+    return Code(source, language="python")
 
 
 def setup(app: Any) -> dict[str, Any]:

@@ -186,3 +186,23 @@ def test_in_a_kernel_in_the_book_build(monkeypatch):
     assert len(outputs) == 1 and outputs[0].output_type == "display_data", outputs
     assert outputs[0].data == {"application/papermill.record/text/plain": "'42'"}
     assert outputs[0].metadata["scrapbook"] == {"name": "answer", "mime_prefix": "application/papermill.record/"}
+
+
+def test_show_source_is_the_packages_own_code():
+    import inspect
+
+    from course_utils.notebook import show_source
+    from course_utils.transformer import Block
+
+    shown = show_source(Block)
+    text = getattr(shown, "data", shown)
+    assert text == inspect.getsource(Block)
+    assert text.startswith("class Block(nn.Module):")
+    assert "def _residual" in text  # the whole class, methods included
+
+
+def test_show_source_refuses_what_has_no_source():
+    from course_utils.notebook import show_source
+
+    with pytest.raises(TypeError, match="class, function or method"):
+        show_source(3)
