@@ -26,6 +26,10 @@ counts every tensor a transformer layer saves for the backward pass
 AdamW step and adding up the bytes of the tensors it created.
 
 All sizes are in bytes; tables and plots use decimal units (1 GB = 10^9 bytes).
+
+Why one file of this size: it is one chapter's single model of memory
+(estimate, then measure the same quantities), and splitting the estimates from
+the measurements would separate each formula from the check that proves it.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ one (center, then SVD: Pearson 1901; Hotelling 1933). Top-k and top-p follow
 Hugging Face ``generate``: top-k keeps every token tied with the k-th, top-p
 (Holtzman et al., 2020) runs after top-k on the renormalized distribution and
 keeps the smallest set of most likely tokens whose probability reaches p.
+
+Why one file of this size: it is a catalogue of small independent figure
+functions with one shared style; a reader looks up one function, never reads
+the file in one go, and one module keeps the style in one place.
 """
 
 from __future__ import annotations

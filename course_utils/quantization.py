@@ -24,6 +24,11 @@ References (facts, not code, are borrowed):
 Conventions. ``scale`` is always "the float value of one integer step", so a
 tensor is approximately ``q * scale`` (absmax) or ``(q - zero_point) * scale``
 (zero-point). Scales are float32. ``torch.round`` rounds halves to even.
+
+Why one file of this size: the four parts build on each other in the order the
+chapter teaches them (formats, then a tensor, then a model, then its
+evaluation), and a reader follows one thread from ``represent`` to
+``evaluate_quantization``.
 """
 
 from __future__ import annotations

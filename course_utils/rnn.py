@@ -27,6 +27,11 @@ one sitting, and one experiment that shows where they fall short:
 ``RNNLM`` follows the calling convention of :class:`course_utils.transformer.DecoderOnlyLM`
 (Hugging Face names): ``logits, loss = model(input_ids, labels=None, attention_mask=None)``,
 with ``labels`` aligned with ``input_ids``, shifted inside, ``-100`` ignored.
+
+Why one file of this size: it is chapter 2 in code (n-grams, RNNs, LSTMs and
+the experiment that compares them with attention), each part short; the
+experiment needs the models it compares, and the training loop itself is
+:func:`course_utils.training.train`.
 """
 
 from __future__ import annotations

@@ -32,6 +32,10 @@ counts the *smallest* pair wins, comparing ``(left_id, right_id)`` as tuples.
 
 :func:`train_hf_bpe` trains the same kind of tokenizer with Hugging Face
 ``tokenizers`` and :func:`compare_tokenizers` puts tokenizers side by side.
+
+Why one file of this size: the three tokenizers share the :class:`Tokenizer`
+base and its save/load format, and BPE's training and encoding (about half the
+file) must be read together to be understood.
 """
 
 from __future__ import annotations

@@ -23,6 +23,10 @@ windows: see :func:`course_utils.data.random_batch`) or from any iterable of
 dicts (a list, a ``DataLoader``). A callable that has a ``generator``
 parameter is handed a ``torch.Generator`` seeded from ``TrainConfig.seed``:
 the data order is then fixed by the seed alone and saved in checkpoints.
+
+Why one file of this size: the course promises one training loop for every
+model, and the optimizer, schedule, evaluation, checkpoints and multi-process
+set-up it uses are only meaningful next to that loop.
 """
 
 from __future__ import annotations

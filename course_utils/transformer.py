@@ -15,6 +15,11 @@
 All three follow the Hugging Face calling convention, so a batch dict from the
 collators in :mod:`course_utils.data` can be passed as ``model(**batch)``; each
 returns ``(logits, loss)``, with ``loss=None`` when no ``labels`` are given.
+
+Why one file of this size: the three variants are built from one set of blocks,
+and keeping them side by side is the point of the chapter (what differs between
+BERT, GPT-2 and T5 is visible in one place); the attention layer itself lives
+in :mod:`course_utils.attention`.
 """
 
 from __future__ import annotations
