@@ -186,8 +186,9 @@ def represent(value: float) -> Table:
     """The stored value of ``value`` in each format, with its error.
 
     Floats use ``torch.tensor(value, dtype=float64).to(format)`` (round to
-    nearest), so overflow shows what torch really does (inf for fp16,
-    saturation for float8 e4m3fn, which has no inf). int8 here means "round to
+    nearest), so overflow shows what the installed torch really does (inf for
+    fp16; for float8 e4m3fn, which has no inf, saturation at 448 from torch
+    2.13 on and nan in earlier versions). int8 here means "round to
     the nearest integer and saturate at -128/127": no scale, just the grid.
 
     Example: ``represent(70000.0)`` shows fp16 -> inf, bf16 -> 70144.
