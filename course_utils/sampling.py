@@ -26,8 +26,9 @@ pass ``top_k=50`` explicitly.
 
 Two small metrics measure degeneration: :func:`repetition_rate` (the
 "seq-rep-n" of Welleck et al. 2020, "Neural Text Generation with Unlikelihood
-Training") and :func:`distinct_n` (Li et al. 2016, "A Diversity-Promoting
-Objective Function for Neural Conversation Models").
+Training") and :func:`distinct_n` (a variant of the distinct-n of Li et al. 2016,
+"A Diversity-Promoting Objective Function for Neural Conversation Models", who
+divide by the number of generated tokens instead of the number of n-grams).
 """
 
 from __future__ import annotations
@@ -307,9 +308,10 @@ def repetition_rate(ids: Sequence | torch.Tensor, n: int = 4) -> float:
 
 def distinct_n(sequences: Sequence, n: int = 2) -> float:
     """Distinct n-grams over total n-grams, pooled over many generated sequences
-    (Li et al. 2016). 1 means no n-gram is ever repeated, within or across
-    sequences; sequences shorter than ``n`` contribute nothing; no n-grams at
-    all gives 0. Example: ``distinct_n([[1, 2, 3], [1, 2, 4]], n=2)`` -> ``0.75``
+    (a variant of Li et al. 2016, who divide by the number of generated tokens,
+    so that for ``n > 1`` their score stays below 1 even without repeats).
+    1 means no n-gram is ever repeated, within or across sequences; sequences
+    shorter than ``n`` contribute nothing; no n-grams at all gives 0. Example: ``distinct_n([[1, 2, 3], [1, 2, 4]], n=2)`` -> ``0.75``
     (bigrams 12, 23, 12, 24: four, three distinct).
     """
     n = _check_n(n)
