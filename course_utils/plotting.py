@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from .checks import check_int, check_number
+from .checks import check_int, check_number, check_one_of
 
 if TYPE_CHECKING:  # matplotlib is imported inside the functions
     from matplotlib.figure import Figure
@@ -531,18 +531,23 @@ def plot_accuracy_vs_shots(
 
 
 def plot_recall_race(results: Any, chance: float, title: str | None = None,
-                     baselines: Mapping[str, float] | None = None) -> "Figure":
-    """Loss against training time, and final accuracy, of models trained for equal time.
+                     baselines: Mapping[str, float] | None = None, x: str | None = None) -> "Figure":
+    """Loss against optimizer updates (or training time), and final accuracy, of models in a race.
 
     ``results``: what :func:`course_utils.rnn.associative_recall_experiment`
-    returns, ``{name: {"accuracy": a, "params": n, "loss_curve": {"time": [...],
-    "loss": [...]}}}``. ``chance``: the accuracy of guessing (0 < chance < 1),
+    returns, ``{name: {"accuracy": a, "params": n, "loss_curve": {"step": [...],
+    "time": [...], "loss": [...]}}}``; a result that also holds ``"seconds"``
+    gets its training time in the legend, beside its parameter count.
+    ``x``: the loss panel's horizontal axis, ``"step"`` (updates: the same on
+    any machine) or ``"time"`` (seconds: depends on the machine); ``None``
+    means ``"step"`` when every curve has steps, else ``"time"``.
+    ``chance``: the accuracy of guessing (0 < chance < 1),
     drawn as a dotted line in both panels (as the loss ``-log(chance)`` on the left).
     ``baselines``: more reference accuracies, ``{label: accuracy}``, drawn
     dashed the same way (for recall, ``{"guess among the values present": 1 / n_pairs}``).
     The loss axis stops at twice the loss of guessing, so a large first loss
     (a model that starts sure of wrong answers) does not flatten the rest.
-    Example: ``plot_recall_race(associative_recall_experiment(time_budget_s=5), chance=1 / 32)``.
+    Example: ``plot_recall_race(associative_recall_experiment(max_steps=500), chance=1 / 32)``.
     """
     import textwrap
 
@@ -551,6 +556,12 @@ def plot_recall_race(results: Any, chance: float, title: str | None = None,
     for name, r in results.items():
         if not isinstance(r, dict) or not {"accuracy", "params", "loss_curve"} <= set(r):
             raise ValueError(f"results[{name!r}] must hold 'accuracy', 'params' and 'loss_curve'")
+    if x is None:
+        x = "step" if all("step" in r["loss_curve"] for r in results.values()) else "time"
+    check_one_of("x", x, ("step", "time"))
+    missing = [name for name, r in results.items() if x not in r["loss_curve"]]
+    if missing:
+        raise ValueError(f"x={x!r} needs loss_curve[{x!r}] in every result, missing in {missing}")
     levels = {"chance": chance, **dict(baselines or {})}
     for label, level in levels.items():
         check_number("chance" if label == "chance" else f"baselines[{label!r}]", level, 0, 1,
@@ -561,18 +572,19 @@ def plot_recall_race(results: Any, chance: float, title: str | None = None,
     top = 0.0
     for i, name in enumerate(names):
         curve = results[name]["loss_curve"]
-        x, y = _finite_pairs(list(curve["time"]), list(curve["loss"]), "time", "loss")
+        xs, y = _finite_pairs(list(curve[x]), list(curve["loss"]), x, "loss")
         top = max([top, *y])
-        ax_loss.plot(x, y, color=f"C{i}", label=f"{name} ({results[name]['params']:,} parameters)")
+        seconds = f", {results[name]['seconds']:.0f} s" if "seconds" in results[name] else ""
+        ax_loss.plot(xs, y, color=f"C{i}", label=f"{name} ({results[name]['params']:,} parameters{seconds})")
     for j, (label, level) in enumerate(levels.items()):
         style = ":" if label == "chance" else "--"
         ax_loss.axhline(-np.log(level), color="gray", linestyle=style, alpha=1.0 - 0.3 * j,
                         label="loss of guessing" if label == "chance" else f"loss: {label}")
         ax_acc.axhline(100 * level, color="gray", linestyle=style, alpha=1.0 - 0.3 * j, label=label)
     ax_loss.set_ylim(0, min(1.05 * max(top, -np.log(chance)), -2 * np.log(chance)))
-    ax_loss.set_xlabel("training time (s)")
+    ax_loss.set_xlabel("optimizer updates" if x == "step" else "training time (s)")
     ax_loss.set_ylabel("loss on the scored tokens (nats)")
-    ax_loss.set_title(title or "Training for equal wall-clock time")
+    ax_loss.set_title(title or ("Loss against updates" if x == "step" else "Loss against training time"))
     ax_loss.legend(fontsize=8)
     bars = ax_acc.bar(range(len(names)), [100 * results[n]["accuracy"] for n in names],
                       color=[f"C{i}" for i in range(len(names))])

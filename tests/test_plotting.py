@@ -432,6 +432,31 @@ def test_plot_recall_race_draws_each_model_and_chance():
         plot_recall_race({"lstm": {"accuracy": 0.1}}, chance=0.5)
 
 
+def test_plot_recall_race_plots_against_updates_and_reports_seconds():
+    results = {
+        "lstm": {"accuracy": 0.2, "params": 10, "seconds": 41.6,
+                 "loss_curve": {"step": [10, 20], "time": [4.0, 8.0], "loss": [3.0, 2.9]}},
+        "transformer": {"accuracy": 1.0, "params": 20, "seconds": 9.2,
+                        "loss_curve": {"step": [10, 20], "time": [1.0, 2.0], "loss": [3.0, 0.1]}},
+    }
+    fig = plot_recall_race(results, chance=0.25)  # every curve has steps: the x-axis is updates
+    ax_loss = fig.axes[0]
+    solid = [ln for ln in ax_loss.get_lines() if ln.get_linestyle() == "-"]
+    assert [list(ln.get_xdata()) for ln in solid] == [[10, 20], [10, 20]]
+    assert ax_loss.get_xlabel() == "optimizer updates"
+    assert "lstm (10 parameters, 42 s)" in legend_texts(ax_loss)
+    assert "transformer (20 parameters, 9 s)" in legend_texts(ax_loss)
+    render(fig)
+    by_time = plot_recall_race(results, chance=0.25, x="time").axes[0]
+    assert [list(ln.get_xdata()) for ln in by_time.get_lines() if ln.get_linestyle() == "-"][0] == [4.0, 8.0]
+    assert by_time.get_xlabel() == "training time (s)"
+    with pytest.raises(ValueError, match="x must be one of"):
+        plot_recall_race(results, chance=0.25, x="seconds")
+    no_steps = {"a": {"accuracy": 0.5, "params": 1, "loss_curve": {"time": [1.0], "loss": [0.5]}}}
+    with pytest.raises(ValueError, match=r"x='step' needs loss_curve\['step'\] in every result"):
+        plot_recall_race(no_steps, chance=0.25, x="step")
+
+
 def test_plot_recall_race_baselines_clipped_loss_axis_and_long_names():
     results = {
         "lstm": {"accuracy": 0.2, "params": 10, "loss_curve": {"time": [1.0, 2.0], "loss": [3.5, 3.4]}},

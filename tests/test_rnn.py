@@ -20,6 +20,7 @@ from course_utils.rnn import (
     copy_accuracy,
     copy_batch,
     ngram_counts,
+    plateau_exit_step,
     recall_accuracy,
     recall_batch,
     recall_collate,
@@ -351,6 +352,41 @@ def test_max_steps_stops_training_at_that_count():
         sizes={"lstm": {"n_embd": 8, "n_hidden": 8}, "transformer": {"n_embd": 8, "n_head": 2}})
     for r in res.values():
         assert r["steps"] == 7 and r["loss_curve"]["step"] == [3, 6, 7]
+
+
+def test_step_budget_gives_the_same_race_under_two_thread_counts():
+    """Equal updates, not equal seconds: the chapter's races must end the same on a machine twice as fast.
+    Changing the thread count changes the speed; losses, accuracies and plateau exits must not change."""
+    kwargs = dict(n_pairs=2, vocab_size=8, max_steps=40, models=("lstm", "transformer"), seed=0, progress=False,
+                  device="cpu", batch_size=8, n_eval=50, log_every=5,
+                  sizes={"lstm": {"n_embd": 8, "n_hidden": 16}, "transformer": {"n_embd": 16, "n_head": 2}})
+    runs = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        runs.append(associative_recall_experiment(**kwargs))
+    for name in ("lstm", "transformer"):
+        one, two = runs[0][name], runs[1][name]
+        assert one["steps"] == two["steps"] == 40
+        assert one["accuracy"] == two["accuracy"]
+        assert one["loss_curve"]["step"] == two["loss_curve"]["step"]
+        assert one["loss_curve"]["loss"] == pytest.approx(two["loss_curve"]["loss"], abs=1e-5)
+        assert plateau_exit_step(one["loss_curve"], math.log(2)) == plateau_exit_step(two["loss_curve"], math.log(2))
+
+
+def test_plateau_exit_step_by_hand():
+    curve = {"step": [10, 20, 30, 40], "time": [0.1, 0.2, 0.3, 0.4], "loss": [2.5, 2.1, 1.1, 0.2]}
+    assert plateau_exit_step(curve, math.log(8)) == 40  # log 8 = 2.08: half of it is 1.04, first passed at 40
+    assert plateau_exit_step(curve, math.log(8), fraction=0.6) == 30
+    assert plateau_exit_step(curve, 0.3) is None
+    with pytest.raises(ValueError, match="curve must be a dict with lists 'step' and 'loss'"):
+        plateau_exit_step({"time": [1.0], "loss": [1.0]}, 1.0)
+    with pytest.raises(ValueError, match=r"level must be a finite number > 0, got 0"):
+        plateau_exit_step(curve, 0)
+
+
+def test_experiment_needs_a_budget():
+    with pytest.raises(ValueError, match="max_steps=None needs a finite time_budget_s"):
+        associative_recall_experiment(max_steps=None, progress=False)
 
 
 def test_recall_transformer_of_the_chapter_learns_the_lookup_with_8_pairs():
