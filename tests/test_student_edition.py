@@ -263,7 +263,15 @@ def test_the_edition_test_suite_passes_on_its_own(edition, built):
                           capture_output=True, text=True, timeout=SUITE_TIMEOUT)
     assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
     assert re.search(r"\d+ passed", done.stdout) and " failed" not in done.stdout, done.stdout[-2000:]
-    assert "skipped" not in done.stdout, done.stdout[-2000:]
+    # Nothing may be skipped, except the browser tests on a machine without Chromium outside CI
+    # (tests/test_site.py skips them there with one line; where CI is set they are required), and
+    # the prose snapshot's rebuild where the interpreter it was read from is not installed.
+    no_browser = (not os.access(os.environ.get("CHROMIUM", "/usr/bin/chromium"), os.X_OK)
+                  and os.environ.get("CI", "").lower() not in ("1", "true", "yes"))
+    skipped = re.findall(r"^SKIPPED \[\d+\] (.+)$", done.stdout, re.M)
+    unexpected = [line for line in skipped if not (no_browser and "browser tests skipped" in line)
+                  and "no such interpreter is on this machine" not in line]
+    assert not unexpected, done.stdout[-2000:]
 
 
 def test_the_command_refuses_to_run_without_the_student_address(tmp_path):
@@ -274,7 +282,7 @@ def test_the_command_refuses_to_run_without_the_student_address(tmp_path):
     done = subprocess.run([str(command), str(tmp_path / "new")], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2 and done.stdout == "", done.stdout + done.stderr
     assert done.stderr.startswith(usage) and done.stderr.count("\n") == 1, done.stderr
-    done = subprocess.run(["make", "student-edition", f"DEST={tmp_path / 'new'}", f"VENV={VENV}", "-o", str(STAMP)],
+    done = subprocess.run(["make", "--no-print-directory", "student-edition", f"DEST={tmp_path / 'new'}", f"VENV={VENV}", "-o", str(STAMP)],
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode != 0, done.stdout + done.stderr
     assert done.stdout.startswith("usage: make student-edition DEST=") and done.stdout.count("\n") == 1, done.stdout

@@ -1,15 +1,14 @@
-"""Shared by the data modules: the label value that losses ignore and a check for fractions.
+"""Shared by the data modules: a check for fractions, from :mod:`course_utils.checks`.
 
-``IGNORE_INDEX`` is defined once, with the loss that skips it
-(:mod:`course_utils.transformer`); the checks are those of :mod:`course_utils.checks`.
+Standard library only (no torch), so that ``python -m course_utils.data.prose``
+runs under a bare interpreter: the one the prose snapshot was read from.
 """
 
 from __future__ import annotations
 
 from ..checks import check_number
-from ..transformer import IGNORE_INDEX
 
-__all__ = ["IGNORE_INDEX", "_check_fraction"]
+__all__ = ["_check_fraction"]
 
 
 def _check_fraction(name: str, value: float, low_open: bool = True, high_open: bool = True) -> float:

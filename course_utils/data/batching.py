@@ -19,7 +19,8 @@ from typing import Any
 import torch
 
 from ..checks import check_int
-from ._common import IGNORE_INDEX, _check_fraction
+from ..transformer import IGNORE_INDEX
+from ._common import _check_fraction
 
 __all__ = ["causal_lm_blocks", "random_batch", "CausalLMCollator", "MaskedLMCollator",
            "random_spans_noise_mask", "span_corrupt", "SpanCorruptionCollator"]

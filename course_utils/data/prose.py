@@ -123,11 +123,15 @@ def build_prose(progress: bool = False) -> Pairs:
     or :func:`prose_text` for the shipped, fixed corpus.
     """
     from pydoc_data.topics import topics  # a dict: topic name -> plain text
-    from tqdm.auto import tqdm
 
+    files = _docstring_files()
+    if progress:  # tqdm only when asked: --check must run under a bare interpreter
+        from tqdm.auto import tqdm
+
+        files = tqdm(files, desc="reading stdlib docstrings")
     pairs = [(f"pydoc:{name}", p) for name in sorted(topics) for p in prose_paragraphs(topics[name])]
     root = _stdlib_root()
-    for path in tqdm(_docstring_files(), desc="reading stdlib docstrings", disable=not progress):
+    for path in files:
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"))
         except (OSError, SyntaxError, UnicodeDecodeError):
@@ -314,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out / SNAPSHOT_NAME}: {p['paragraphs']} paragraphs, {p['words']} words, "
               f"{p['characters']} characters from Python {p['python']['version']}, sha256 {p['sha256_uncompressed']}")
         return 0
-    same = build_prose(progress=True) == read_snapshot()
+    same = build_prose(progress=False) == read_snapshot()
     print(f"Python {platform.python_version()} {'reproduces' if same else 'does NOT reproduce'} the shipped snapshot "
           f"(made with Python {json.loads((SNAPSHOT_DIR / PROVENANCE_NAME).read_text())['python']['version']})")
     return 0 if same else 1

@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Callable
 
 from ..checks import check_int
-from ._common import IGNORE_INDEX, _check_fraction
+from ..transformer import IGNORE_INDEX
+from ._common import _check_fraction
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
