@@ -33,6 +33,9 @@ __all__ = [
     "make_attention_mask",
     "KVCache",
     "MultiHeadAttention",
+    "rotary_cos_sin",
+    "apply_rotary",
+    "repeat_kv",
 ]
 
 
@@ -159,6 +162,39 @@ def make_attention_mask(
     return mask
 
 
+def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotary position embedding tables (RoPE, Su et al., 2021) for ``positions`` ``(T,)``.
+
+    Dimension pair ``i`` of a head (``i`` and ``i + head_dim / 2``: the halves
+    convention of GPT-NeoX and Llama) is rotated by the angle ``position *
+    theta ** (-2i / head_dim)``: fast-turning pairs tell near positions apart,
+    slow ones far positions. Returns ``cos, sin``, each ``(T, head_dim)`` in fp32.
+    """
+    check_int("head_dim", head_dim, minimum=2)
+    if head_dim % 2:
+        raise ValueError(f"rotary embeddings need an even head_dim, got {head_dim}")
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim)
+    angles = positions.float()[:, None] * inv_freq[None, :]  # (T, head_dim / 2)
+    angles = torch.cat([angles, angles], dim=-1)  # (T, head_dim): each angle for both members of its pair
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair ``(x_i, x_{i + d/2})`` of ``x`` ``(B, n_head, T, d)`` by its
+    angle (tables ``(T, d)`` from :func:`rotary_cos_sin`). The dot product of a
+    rotated query and key then depends only on their distance."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated_half = torch.cat([-x2, x1], dim=-1)  # (x1, x2) -> (-x2, x1): a quarter turn of every pair
+    return x * cos.to(x.dtype) + rotated_half * sin.to(x.dtype)
+
+
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """Grouped-query attention: ``(B, n_kv_head, T, d) -> (B, n_kv_head * n_rep, T, d)``,
+    each key/value head repeated for the ``n_rep`` query heads of its group
+    (query head ``h`` reads key/value head ``h // n_rep``)."""
+    return x if n_rep == 1 else x.repeat_interleave(n_rep, dim=1)
+
+
 class KVCache:
     """Keys and values of the tokens seen so far, for one attention layer.
 
@@ -197,7 +233,11 @@ class MultiHeadAttention(nn.Module):
     """Multi-head attention, for self-attention or cross-attention.
 
     Self-attention projects queries, keys and values from ``x`` with one fused
-    ``(C, 3C)`` matmul (``c_attn``). Cross-attention (``cross=True``) projects
+    ``(C, 3C)`` matmul (``c_attn``); with grouped-query attention
+    (``n_kv_head < n_head``, Ainslie et al., 2023) keys and values have only
+    ``n_kv_head`` heads, each shared by ``n_head / n_kv_head`` query heads, so the
+    matmul is ``(C, C + 2 * n_kv_head * head_dim)`` and the KV cache shrinks by
+    the same factor. Cross-attention (``cross=True``) projects
     queries from ``x`` (``q_proj``) and keys and values from the encoder's
     output ``context`` (``kv_proj``). Heads are split with a reshape, never a
     Python loop: ``(B, T, C) -> (B, n_head, T, head_dim)``.
@@ -206,33 +246,44 @@ class MultiHeadAttention(nn.Module):
         n_embd: model width ``C``.
         n_head: number of heads; must divide ``n_embd``.
         dropout: dropout on attention weights and on the output.
-        bias: whether projections have biases.
+        bias: whether the projections have biases.
         cross: cross-attention instead of self-attention.
         scale: score multiplier, default ``1 / sqrt(head_dim)``.
+        n_kv_head: key/value heads (grouped-query attention); ``None`` = ``n_head``.
+        qkv_bias: biases on the query, key and value projections only
+            (Qwen2 has them, its output projection has none); ``None`` = ``bias``.
     """
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True,
-                 cross: bool = False, scale: float | None = None) -> None:
+                 cross: bool = False, scale: float | None = None, n_kv_head: int | None = None,
+                 qkv_bias: bool | None = None) -> None:
         super().__init__()
         check_int("n_embd", n_embd, minimum=1)
         check_int("n_head", n_head, minimum=1)
         if n_embd % n_head != 0:
             raise ValueError(f"n_head must divide n_embd, got n_embd={n_embd} and n_head={n_head}")
+        n_kv_head = n_head if n_kv_head is None else n_kv_head
+        check_int("n_kv_head", n_kv_head, minimum=1)
+        if n_head % n_kv_head != 0:
+            raise ValueError(f"n_kv_head must divide n_head, got n_head={n_head} and n_kv_head={n_kv_head}")
         self.n_embd, self.n_head, self.head_dim = n_embd, n_head, n_embd // n_head
+        self.n_kv_head = n_kv_head
         self.cross = cross
         self.dropout = dropout
         self.scale = scale
+        qkv_bias = bias if qkv_bias is None else qkv_bias
+        kv_width = n_kv_head * self.head_dim
         if cross:
-            self.q_proj = nn.Linear(n_embd, n_embd, bias=bias)
-            self.kv_proj = nn.Linear(n_embd, 2 * n_embd, bias=bias)
+            self.q_proj = nn.Linear(n_embd, n_embd, bias=qkv_bias)
+            self.kv_proj = nn.Linear(n_embd, 2 * kv_width, bias=qkv_bias)
         else:
-            self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)  # q, k, v in one matmul
+            self.c_attn = nn.Linear(n_embd, n_embd + 2 * kv_width, bias=qkv_bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
-        B, T, _ = t.shape
-        return t.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+        B, T, width = t.shape
+        return t.view(B, T, width // self.head_dim, self.head_dim).transpose(1, 2)  # (B, nh or n_kv, T, hd)
 
     def forward(
         self,
@@ -242,6 +293,7 @@ class MultiHeadAttention(nn.Module):
         is_causal: bool = False,
         cache: KVCache | None = None,
         need_weights: bool = False,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend.
 
@@ -255,6 +307,9 @@ class MultiHeadAttention(nn.Module):
                 values and attends over everything cached; cross-attention fills it
                 from ``context`` once and reuses it afterwards.
             need_weights: also return the attention weights (explicit path).
+            rope: rotary tables ``(cos, sin)``, each ``(T, head_dim)``, for the
+                positions of ``x``: queries and keys are rotated before the keys
+                are cached (self-attention only).
 
         Returns:
             ``(y, weights)``: ``y`` is ``(B, T, C)``; ``weights`` is
@@ -266,16 +321,23 @@ class MultiHeadAttention(nn.Module):
         if self.cross:
             q, k, v = self._cross_qkv(x, context, cache)  # (B, nh, T, hd), (B, nh, S, hd) x 2
         else:
-            q, k, v = self._self_qkv(x, cache)  # (B, nh, T, hd), (B, nh, T_past + T, hd) x 2
+            q, k, v = self._self_qkv(x, cache, rope)  # (B, nh, T, hd), (B, n_kv, T_past + T, hd) x 2
+        k = repeat_kv(k, self.n_head // self.n_kv_head)  # (B, nh, S_total, hd): one key/value head per query head
+        v = repeat_kv(v, self.n_head // self.n_kv_head)
         y, weights = self._attend(q, k, v, mask, is_causal, need_weights)  # (B, nh, T, hd)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y)), weights
 
-    def _self_qkv(self, x: torch.Tensor, cache: KVCache | None) -> tuple[torch.Tensor, ...]:
-        """Queries, keys and values of ``x`` ``(B, T, C)`` from one fused matmul;
-        with a cache, the keys and values of the past come first."""
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # (B, T, C) each
-        q, k, v = self._heads(q), self._heads(k), self._heads(v)  # (B, nh, T, hd)
+    def _self_qkv(self, x: torch.Tensor, cache: KVCache | None,
+                  rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
+        """Queries ``(B, nh, T, hd)``, keys and values ``(B, n_kv, T, hd)`` of ``x``
+        ``(B, T, C)`` from one fused matmul, rotated by ``rope`` if given; with a
+        cache, the keys and values of the past come first."""
+        kv_width = self.n_kv_head * self.head_dim
+        q, k, v = self.c_attn(x).split([self.n_embd, kv_width, kv_width], dim=2)  # (B, T, C), (B, T, kv) x 2
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)  # (B, nh, T, hd), (B, n_kv, T, hd) x 2
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, nh, T_past + T, hd)
         return q, k, v
@@ -291,8 +353,8 @@ class MultiHeadAttention(nn.Module):
         if context is None or context.dim() != 3 or context.shape[-1] != C or context.shape[0] != B:
             shape = None if context is None else tuple(context.shape)
             raise ValueError(f"cross-attention needs context of shape ({B}, S, {C}), got {shape}")
-        k, v = self.kv_proj(context).split(C, dim=2)  # (B, S, C) each
-        k, v = self._heads(k), self._heads(v)  # (B, nh, S, hd)
+        k, v = self.kv_proj(context).split(self.n_kv_head * self.head_dim, dim=2)  # (B, S, kv) each
+        k, v = self._heads(k), self._heads(v)  # (B, n_kv, S, hd)
         if cache is not None:
             k, v = cache.append(k, v)
         return q, k, v

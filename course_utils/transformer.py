@@ -31,13 +31,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import KVCache, MultiHeadAttention, make_attention_mask
+from .attention import KVCache, MultiHeadAttention, make_attention_mask, rotary_cos_sin
 from .checks import check_int, check_number, check_one_of
 from .device import evaluating
 from .sampling import decoding_loop
 
 __all__ = [
     "TransformerConfig",
+    "RMSNorm",
     "MLP",
     "Block",
     "EncoderOnlyLM",
@@ -63,8 +64,16 @@ class TransformerConfig:
     dropout: float = 0.0  # dropout on embeddings, attention weights and residual branches
     bias: bool = True  # biases in Linear layers and LayerNorms
     layer_norm_eps: float = 1e-5  # GPT-2 uses 1e-5, BERT 1e-12
-    activation: str = "gelu"  # "gelu" (exact, BERT) or "gelu_tanh" (tanh approximation, GPT-2)
+    activation: str = "gelu"  # "gelu" (exact, BERT), "gelu_tanh" (GPT-2), "silu" (Llama), "relu" (T5)
     pad_token_id: int = 0  # padding id; also the decoder start token of the encoder-decoder
+    # Options of today's decoders (chapter 5, "From GPT-2 to today's decoders"); the defaults are GPT-2's.
+    norm: str = "layernorm"  # "layernorm" or "rmsnorm" (Llama, Qwen2, T5: no mean, no bias)
+    position: str = "learned"  # "learned" (a wpe table) or "rope" (rotary, applied to queries and keys)
+    rope_theta: float = 10000.0  # RoPE's base: the slowest pair turns once every ~2 pi theta positions
+    mlp: str = "plain"  # "plain": act(x W1) W2; "gated": (act(x Wg) * x W1) W2 (SwiGLU with "silu")
+    n_kv_head: int | None = None  # key/value heads, grouped-query attention (None = n_head)
+    tie_embeddings: bool = True  # LM head shares the token embedding (GPT-2) or has its own (Llama 3, Qwen2-7B)
+    qkv_bias: bool | None = None  # biases on q, k, v only (Qwen2); None = bias
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -75,7 +84,17 @@ class TransformerConfig:
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_head must divide n_embd, got n_embd={self.n_embd} and n_head={self.n_head}")
         check_number("dropout", self.dropout, 0, 1, high_open=True)
-        check_one_of("activation", self.activation, ("gelu", "gelu_tanh"))
+        check_one_of("activation", self.activation, tuple(_ACTIVATIONS))
+        check_one_of("norm", self.norm, ("layernorm", "rmsnorm"))
+        check_one_of("position", self.position, ("learned", "rope"))
+        check_one_of("mlp", self.mlp, ("plain", "gated"))
+        check_number("rope_theta", self.rope_theta, low=1, low_open=True)
+        if self.n_kv_head is not None:
+            check_int("n_kv_head", self.n_kv_head, minimum=1, hint="or None")
+            if self.n_head % self.n_kv_head:
+                raise ValueError(f"n_kv_head must divide n_head, got n_head={self.n_head} and n_kv_head={self.n_kv_head}")
+        if self.position == "rope" and self.head_dim % 2:
+            raise ValueError(f"position='rope' needs an even head size, got n_embd / n_head = {self.head_dim}")
         check_int("pad_token_id", self.pad_token_id, 0, self.vocab_size - 1, hint=f"vocab_size={self.vocab_size}")
 
     @property
@@ -85,6 +104,10 @@ class TransformerConfig:
     @property
     def inner(self) -> int:
         return 4 * self.n_embd if self.n_inner is None else self.n_inner
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_head if self.n_kv_head is None else self.n_kv_head
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,18 +121,58 @@ class TransformerConfig:
         return cls(**d)
 
 
+_ACTIVATIONS = {"gelu": lambda: nn.GELU(), "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
+                "silu": lambda: nn.SiLU(), "relu": lambda: nn.ReLU()}
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square normalization (Zhang & Sennrich, 2019): ``x / rms(x) * g``.
+
+    LayerNorm without the mean subtraction and without a bias; Llama, Qwen2
+    and T5 use it. Computed in fp32 whatever the input dtype. ``(..., C) -> (..., C)``.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def _norm(config: TransformerConfig) -> nn.Module:
+    """The normalization layer the config names, over the model width."""
+    if config.norm == "rmsnorm":
+        return RMSNorm(config.n_embd, eps=config.layer_norm_eps)
+    return nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+
+
 class MLP(nn.Module):
-    """Position-wise feed-forward network: ``(B, T, C) -> (B, T, inner) -> (B, T, C)``."""
+    """Position-wise feed-forward network: ``(B, T, C) -> (B, T, inner) -> (B, T, C)``.
+
+    ``mlp="plain"``: ``c_proj(act(c_fc(x)))``. ``mlp="gated"`` (Shazeer, 2020;
+    SwiGLU with ``activation="silu"``): a second projection ``c_gate`` decides,
+    feature by feature, how much of ``c_fc(x)`` passes: ``c_proj(act(c_gate(x)) * c_fc(x))``.
+    """
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
+        self.c_gate = nn.Linear(config.n_embd, config.inner, bias=config.bias) if config.mlp == "gated" else None
         self.c_fc = nn.Linear(config.n_embd, config.inner, bias=config.bias)
-        self.act = nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
+        self.act = _ACTIVATIONS[config.activation]()
         self.c_proj = nn.Linear(config.inner, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+        if self.c_gate is None:
+            return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+        return self.dropout(self.c_proj(self.act(self.c_gate(x)) * self.c_fc(x)))
 
 
 class Block(nn.Module):
@@ -122,13 +185,15 @@ class Block(nn.Module):
 
     def __init__(self, config: TransformerConfig, pre_norm: bool = True, cross: bool = False) -> None:
         super().__init__()
-        C, eps = config.n_embd, config.layer_norm_eps
+        C = config.n_embd
         self.pre_norm = pre_norm
-        self.ln_1 = nn.LayerNorm(C, eps=eps, bias=config.bias)
-        self.attn = MultiHeadAttention(C, config.n_head, config.dropout, config.bias)
-        self.cross_attn = MultiHeadAttention(C, config.n_head, config.dropout, config.bias, cross=True) if cross else None
-        self.ln_cross = nn.LayerNorm(C, eps=eps, bias=config.bias) if cross else None
-        self.ln_2 = nn.LayerNorm(C, eps=eps, bias=config.bias)
+        attention = dict(n_kv_head=config.n_kv_head, qkv_bias=config.qkv_bias)
+        self.ln_1 = _norm(config)
+        self.attn = MultiHeadAttention(C, config.n_head, config.dropout, config.bias, **attention)
+        self.cross_attn = (MultiHeadAttention(C, config.n_head, config.dropout, config.bias, cross=True, **attention)
+                           if cross else None)
+        self.ln_cross = _norm(config) if cross else None
+        self.ln_2 = _norm(config)
         self.mlp = MLP(config)
 
     def forward(
@@ -141,18 +206,20 @@ class Block(nn.Module):
         cache: KVCache | None = None,
         cross_cache: KVCache | None = None,
         need_weights: bool = False,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x``: ``(B, T, C)`` -> ``(B, T, C)``, plus self-attention weights
-        ``(B, n_head, T, T_k)`` when ``need_weights``."""
+        ``(B, n_head, T, T_k)`` when ``need_weights``. ``rope``: rotary tables
+        ``(cos, sin)`` of ``x``'s positions, each ``(T, head_dim)``."""
         x, weights = self._residual(x, self.ln_1, self.attn, mask=mask, is_causal=is_causal, cache=cache,
-                                    need_weights=need_weights)
+                                    need_weights=need_weights, rope=rope)
         if self.cross_attn is not None:
             x, _ = self._residual(x, self.ln_cross, self.cross_attn, context=context, mask=context_mask,
                                   cache=cross_cache)
         x, _ = self._residual(x, self.ln_2, self.mlp)
         return x, weights
 
-    def _residual(self, x: torch.Tensor, norm: nn.LayerNorm, sublayer: nn.Module,
+    def _residual(self, x: torch.Tensor, norm: nn.Module, sublayer: nn.Module,
                   **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One sub-layer in its residual connection: ``x + sublayer(norm(x))``
         (pre-norm) or ``norm(x + sublayer(x))`` (post-norm), ``(B, T, C)`` -> ``(B, T, C)``.
@@ -203,7 +270,7 @@ def init_weights(model: nn.Module, scheme: str = "gpt2") -> nn.Module:
             n_layer = sum(1 for m in model.modules() if isinstance(m, Block))
             _init_weights(model, max(n_layer, 1))
             for m in model.modules():
-                if isinstance(m, nn.LayerNorm):
+                if isinstance(m, (nn.LayerNorm, RMSNorm)):
                     m.reset_parameters()
             return model
         embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
@@ -215,7 +282,7 @@ def init_weights(model: nn.Module, scheme: str = "gpt2") -> nn.Module:
                     nn.init.normal_(m.weight, mean=0.0, std=m.in_features ** -0.5)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
+            elif isinstance(m, (nn.LayerNorm, RMSNorm)):
                 m.reset_parameters()
     return model
 
@@ -310,7 +377,8 @@ class _LanguageModel(nn.Module):
     def _new_caches(self, n: int, batch_size: int, device: torch.device) -> list[KVCache]:
         c = self.config
         dtype = next(self.parameters()).dtype
-        return [KVCache(batch_size, c.n_head, c.block_size, c.head_dim, device=device, dtype=dtype) for _ in range(n)]
+        return [KVCache(batch_size, c.kv_heads, c.block_size, c.head_dim, device=device, dtype=dtype)
+                for _ in range(n)]
 
 
 # ----------------------------------------------------------------------------- decoder-only (GPT)
@@ -323,13 +391,19 @@ class DecoderOnlyLM(_LanguageModel):
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embedding
-        self.wpe = nn.Embedding(config.block_size, config.n_embd)  # learned position embedding
+        if config.position == "learned":
+            self.wpe = nn.Embedding(config.block_size, config.n_embd)  # learned position embedding
+        else:  # rotary: no table of vectors; queries and keys are turned by an angle that grows with position
+            cos, sin = rotary_cos_sin(torch.arange(config.block_size), config.head_dim, config.rope_theta)
+            self.register_buffer("rope_cos", cos, persistent=False)  # (block_size, head_dim)
+            self.register_buffer("rope_sin", sin, persistent=False)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, pre_norm=True) for _ in range(config.n_layer))
-        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.ln_f = _norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         _init_weights(self, config.n_layer)
-        self.lm_head.weight = self.wte.weight  # weight tying (Press & Wolf, 2017)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.wte.weight  # weight tying (Press & Wolf, 2017)
 
     def forward(
         self,
@@ -367,12 +441,17 @@ class DecoderOnlyLM(_LanguageModel):
             mask, is_causal = None, True  # the fused causal kernel
         else:
             mask, is_causal = make_attention_mask(T, past + T, True, None, input_ids.device), False
-        pos = torch.arange(past, past + T, device=input_ids.device)  # (T,)
-        x = self.drop(self.wte(input_ids) + self.wpe(pos))  # (B, T, C)
+        x = self.wte(input_ids)  # (B, T, C)
+        rope = None
+        if self.config.position == "learned":
+            x = x + self.wpe(torch.arange(past, past + T, device=input_ids.device))  # + (T, C)
+        else:
+            rope = self.rope_cos[past:past + T], self.rope_sin[past:past + T]  # (T, head_dim) each
+        x = self.drop(x)
         self.last_attention = []
         for i, block in enumerate(self.blocks):
             x, w = block(x, mask=mask, is_causal=is_causal, cache=caches[i] if caches else None,
-                         need_weights=need_weights)
+                         need_weights=need_weights, rope=rope)
             if need_weights:
                 self.last_attention.append(w)
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
@@ -433,12 +512,19 @@ class DecoderOnlyLM(_LanguageModel):
 
     @classmethod
     def from_hf(cls, hf_model) -> "DecoderOnlyLM":
-        """Copy a ``transformers.GPT2LMHeadModel`` into a :class:`DecoderOnlyLM`.
+        """Copy a ``transformers`` causal LM into a :class:`DecoderOnlyLM`:
+        ``GPT2LMHeadModel``, ``LlamaForCausalLM`` (e.g. SmolLM2) or ``Qwen2ForCausalLM``.
 
         GPT-2 stores its projections as ``Conv1D`` with weights of shape
         ``(in, out)``; ``nn.Linear`` keeps ``(out, in)``, so they are transposed.
+        Llama and Qwen2 keep separate q, k, v projections, which are
+        concatenated into the fused ``c_attn`` (see :meth:`_from_hf_llama`).
         """
         hc = hf_model.config
+        if hc.model_type in ("llama", "qwen2"):
+            return cls._from_hf_llama(hf_model)
+        if hc.model_type != "gpt2":
+            raise ValueError(f"DecoderOnlyLM.from_hf loads gpt2, llama and qwen2 models, got {hc.model_type!r}")
         unsupported = [k for k in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn") if getattr(hc, k, False)]
         if not getattr(hc, "scale_attn_weights", True):
             unsupported.append("scale_attn_weights=False")
@@ -467,6 +553,62 @@ class DecoderOnlyLM(_LanguageModel):
                     a.bias.copy_(b.bias)
             model.ln_f.weight.copy_(src.ln_f.weight)
             model.ln_f.bias.copy_(src.ln_f.bias)
+        return model
+
+
+    @classmethod
+    def _from_hf_llama(cls, hf_model) -> "DecoderOnlyLM":
+        """Llama and Qwen2: RMSNorm, rotary positions, a SwiGLU MLP, grouped-query
+        attention and an optionally untied head; Qwen2 adds biases to q, k and v.
+
+        Hugging Face's q and k weights are laid out for the halves convention
+        of rotary embeddings (pairs ``i`` and ``i + head_dim / 2``), the one
+        :func:`course_utils.attention.apply_rotary` uses, so they copy as they are.
+        """
+        hc = hf_model.config
+        rope = dict(getattr(hc, "rope_parameters", None) or getattr(hc, "rope_scaling", None) or {})
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        theta = rope.get("rope_theta", getattr(hc, "rope_theta", None))
+        head_dim = getattr(hc, "head_dim", None) or hc.hidden_size // hc.num_attention_heads
+        unsupported = []
+        if rope_type != "default":
+            unsupported.append(f"rope_type={rope_type!r} (only unscaled rotary embeddings)")
+        if head_dim * hc.num_attention_heads != hc.hidden_size:
+            unsupported.append(f"head_dim={head_dim} with hidden_size={hc.hidden_size}")
+        if hc.hidden_act != "silu":
+            unsupported.append(f"hidden_act={hc.hidden_act!r}")
+        if getattr(hc, "use_sliding_window", False):
+            unsupported.append("use_sliding_window=True")
+        if getattr(hc, "attention_bias", False) or getattr(hc, "mlp_bias", False):
+            unsupported.append("attention_bias or mlp_bias")
+        if unsupported:
+            raise ValueError(f"{hc.model_type} options not supported by DecoderOnlyLM: {unsupported}")
+        pad = hc.pad_token_id if hc.pad_token_id is not None and 0 <= hc.pad_token_id < hc.vocab_size else 0
+        config = TransformerConfig(
+            vocab_size=hc.vocab_size, block_size=hc.max_position_embeddings, n_layer=hc.num_hidden_layers,
+            n_head=hc.num_attention_heads, n_embd=hc.hidden_size, n_inner=hc.intermediate_size, bias=False,
+            layer_norm_eps=hc.rms_norm_eps, activation="silu", pad_token_id=pad, norm="rmsnorm",
+            position="rope", rope_theta=float(theta), mlp="gated", n_kv_head=hc.num_key_value_heads,
+            tie_embeddings=bool(hc.tie_word_embeddings), qkv_bias=hc.model_type == "qwen2",
+        )
+        model = cls(config)
+        src = hf_model.model
+        with torch.no_grad():
+            model.wte.weight.copy_(src.embed_tokens.weight)
+            for ours, theirs in zip(model.blocks, src.layers):
+                a = theirs.self_attn
+                ours.attn.c_attn.weight.copy_(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]))
+                if config.qkv_bias:
+                    ours.attn.c_attn.bias.copy_(torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]))
+                ours.attn.c_proj.weight.copy_(a.o_proj.weight)
+                ours.mlp.c_gate.weight.copy_(theirs.mlp.gate_proj.weight)
+                ours.mlp.c_fc.weight.copy_(theirs.mlp.up_proj.weight)
+                ours.mlp.c_proj.weight.copy_(theirs.mlp.down_proj.weight)
+                ours.ln_1.weight.copy_(theirs.input_layernorm.weight)
+                ours.ln_2.weight.copy_(theirs.post_attention_layernorm.weight)
+            model.ln_f.weight.copy_(src.norm.weight)
+            if not config.tie_embeddings:
+                model.lm_head.weight.copy_(hf_model.lm_head.weight)
         return model
 
 

@@ -285,7 +285,13 @@ def test_config_validation():
     with pytest.raises(ValueError, match="n_head must divide n_embd"):
         TransformerConfig(n_embd=30, n_head=4)
     with pytest.raises(ValueError, match="activation"):
-        TransformerConfig(activation="relu")
+        TransformerConfig(activation="swish")
+    with pytest.raises(ValueError, match="n_kv_head must divide n_head"):
+        TransformerConfig(n_head=4, n_kv_head=3)
+    with pytest.raises(ValueError, match="norm"):
+        TransformerConfig(norm="batchnorm")
+    with pytest.raises(ValueError, match="even head size"):
+        TransformerConfig(n_embd=12, n_head=4, position="rope")
     with pytest.raises(ValueError, match="vocab_size must be an int >= 1, got 0"):
         TransformerConfig(vocab_size=0)
     with pytest.raises(TypeError, match="n_layer must be an int, got float"):  # a wrong type is a TypeError
