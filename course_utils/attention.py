@@ -36,6 +36,8 @@ __all__ = [
     "rotary_cos_sin",
     "apply_rotary",
     "repeat_kv",
+    "relative_position_bucket",
+    "RelativePositionBias",
 ]
 
 
@@ -53,6 +55,7 @@ def scaled_dot_product_attention(
     mask: torch.Tensor | None = None,
     dropout_p: float = 0.0,
     scale: float | None = None,
+    bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention written out, step by step.
 
@@ -64,6 +67,8 @@ def scaled_dot_product_attention(
             ``True`` where the query may attend to the key.
         dropout_p: dropout on the attention weights (use 0 at evaluation).
         scale: multiplier of the scores, default ``1 / sqrt(d)``.
+        bias: optional float tensor broadcastable to ``(..., T_q, T_k)`` added
+            to the scaled scores (T5's relative position bias).
 
     Returns:
         ``(output, weights)``: output ``(..., T_q, d_v)`` and the attention
@@ -83,6 +88,8 @@ def scaled_dot_product_attention(
         raise ValueError(f"k and v must have the same length T_k; got k {tuple(k.shape)} and v {tuple(v.shape)}")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = (q @ k.transpose(-2, -1)) * scale  # (..., T_q, T_k)
+    if bias is not None:
+        scores = scores + bias
     if mask is not None:
         _check_mask(mask)
         try:
@@ -195,6 +202,54 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     return x if n_rep == 1 else x.repeat_interleave(n_rep, dim=1)
 
 
+def relative_position_bucket(relative_position: torch.Tensor, bidirectional: bool = True, num_buckets: int = 32,
+                             max_distance: int = 128) -> torch.Tensor:
+    """T5's buckets for ``relative_position = key position - query position`` (any shape, integers).
+
+    Half the buckets (all of them for a causal decoder, which only looks back)
+    hold one exact distance each, ``0 .. n_exact - 1``; the rest cover larger
+    distances on a logarithmic scale up to ``max_distance``, beyond which every
+    distance shares the last bucket. A bidirectional encoder spends the other
+    half of its buckets on keys to the right of the query (Raffel et al.,
+    2020, section 2.1). Returns bucket ids in ``[0, num_buckets)``, same shape.
+    """
+    bucket = torch.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        bucket = bucket + (relative_position > 0).long() * num_buckets  # keys to the right: upper half
+        distance = relative_position.abs()
+    else:
+        distance = (-relative_position).clamp(min=0)  # a causal decoder never sees keys to the right
+    n_exact = num_buckets // 2
+    # log-spaced buckets from n_exact to max_distance (distance 0 never reaches the log: where() picks exact)
+    log_ratio = torch.log(distance.float().clamp(min=1) / n_exact) / math.log(max_distance / n_exact)
+    far = n_exact + (log_ratio * (num_buckets - n_exact)).long()
+    far = far.clamp(max=num_buckets - 1)
+    return bucket + torch.where(distance < n_exact, distance, far)
+
+
+class RelativePositionBias(nn.Module):
+    """A learned bias per head and per bucket of relative distance, added to the
+    attention scores: ``(T_q, T_k)`` positions -> ``(1, n_head, T_q, T_k)``.
+
+    T5 has one such table per stack (encoder, decoder), shared by all its blocks.
+    """
+
+    def __init__(self, n_head: int, num_buckets: int = 32, max_distance: int = 128,
+                 bidirectional: bool = True) -> None:
+        super().__init__()
+        self.num_buckets, self.max_distance, self.bidirectional = num_buckets, max_distance, bidirectional
+        self.relative_attention_bias = nn.Embedding(num_buckets, n_head)
+
+    def forward(self, t_q: int, t_k: int, past: int = 0) -> torch.Tensor:
+        """Bias for queries at positions ``past .. past + t_q - 1`` and keys at ``0 .. t_k - 1``."""
+        device = self.relative_attention_bias.weight.device
+        query = torch.arange(past, past + t_q, device=device)[:, None]  # (T_q, 1)
+        key = torch.arange(t_k, device=device)[None, :]  # (1, T_k)
+        buckets = relative_position_bucket(key - query, self.bidirectional, self.num_buckets, self.max_distance)
+        return self.relative_attention_bias(buckets).permute(2, 0, 1)[None]  # (1, n_head, T_q, T_k)
+
+
 class KVCache:
     """Keys and values of the tokens seen so far, for one attention layer.
 
@@ -244,7 +299,7 @@ class MultiHeadAttention(nn.Module):
 
     Args:
         n_embd: model width ``C``.
-        n_head: number of heads; must divide ``n_embd``.
+        n_head: number of heads; must divide ``n_embd`` unless ``head_dim`` is given.
         dropout: dropout on attention weights and on the output.
         bias: whether the projections have biases.
         cross: cross-attention instead of self-attention.
@@ -252,33 +307,38 @@ class MultiHeadAttention(nn.Module):
         n_kv_head: key/value heads (grouped-query attention); ``None`` = ``n_head``.
         qkv_bias: biases on the query, key and value projections only
             (Qwen2 has them, its output projection has none); ``None`` = ``bias``.
+        head_dim: width of each head; ``None`` = ``n_embd // n_head``. T5 sets
+            it apart from the model width (heads x head_dim need not be ``n_embd``).
     """
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True,
                  cross: bool = False, scale: float | None = None, n_kv_head: int | None = None,
-                 qkv_bias: bool | None = None) -> None:
+                 qkv_bias: bool | None = None, head_dim: int | None = None) -> None:
         super().__init__()
         check_int("n_embd", n_embd, minimum=1)
         check_int("n_head", n_head, minimum=1)
-        if n_embd % n_head != 0:
-            raise ValueError(f"n_head must divide n_embd, got n_embd={n_embd} and n_head={n_head}")
+        if head_dim is None:
+            if n_embd % n_head != 0:
+                raise ValueError(f"n_head must divide n_embd, got n_embd={n_embd} and n_head={n_head}")
+            head_dim = n_embd // n_head
+        check_int("head_dim", head_dim, minimum=1)
         n_kv_head = n_head if n_kv_head is None else n_kv_head
         check_int("n_kv_head", n_kv_head, minimum=1)
         if n_head % n_kv_head != 0:
             raise ValueError(f"n_kv_head must divide n_head, got n_head={n_head} and n_kv_head={n_kv_head}")
-        self.n_embd, self.n_head, self.head_dim = n_embd, n_head, n_embd // n_head
+        self.n_embd, self.n_head, self.head_dim = n_embd, n_head, head_dim
         self.n_kv_head = n_kv_head
         self.cross = cross
         self.dropout = dropout
         self.scale = scale
         qkv_bias = bias if qkv_bias is None else qkv_bias
-        kv_width = n_kv_head * self.head_dim
+        q_width, kv_width = n_head * head_dim, n_kv_head * head_dim  # q_width = n_embd unless head_dim is set
         if cross:
-            self.q_proj = nn.Linear(n_embd, n_embd, bias=qkv_bias)
+            self.q_proj = nn.Linear(n_embd, q_width, bias=qkv_bias)
             self.kv_proj = nn.Linear(n_embd, 2 * kv_width, bias=qkv_bias)
         else:
-            self.c_attn = nn.Linear(n_embd, n_embd + 2 * kv_width, bias=qkv_bias)  # q, k, v in one matmul
-        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+            self.c_attn = nn.Linear(n_embd, q_width + 2 * kv_width, bias=qkv_bias)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(q_width, n_embd, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
@@ -294,6 +354,7 @@ class MultiHeadAttention(nn.Module):
         cache: KVCache | None = None,
         need_weights: bool = False,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        bias: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend.
 
@@ -310,6 +371,8 @@ class MultiHeadAttention(nn.Module):
             rope: rotary tables ``(cos, sin)``, each ``(T, head_dim)``, for the
                 positions of ``x``: queries and keys are rotated before the keys
                 are cached (self-attention only).
+            bias: float ``(B or 1, n_head, T, S_total)`` added to the scores
+                (T5's relative position bias).
 
         Returns:
             ``(y, weights)``: ``y`` is ``(B, T, C)``; ``weights`` is
@@ -324,8 +387,8 @@ class MultiHeadAttention(nn.Module):
             q, k, v = self._self_qkv(x, cache, rope)  # (B, nh, T, hd), (B, n_kv, T_past + T, hd) x 2
         k = repeat_kv(k, self.n_head // self.n_kv_head)  # (B, nh, S_total, hd): one key/value head per query head
         v = repeat_kv(v, self.n_head // self.n_kv_head)
-        y, weights = self._attend(q, k, v, mask, is_causal, need_weights)  # (B, nh, T, hd)
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side again
+        y, weights = self._attend(q, k, v, mask, is_causal, need_weights, bias)  # (B, nh, T, hd)
+        y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)  # heads side by side again
         return self.resid_dropout(self.c_proj(y)), weights
 
     def _self_qkv(self, x: torch.Tensor, cache: KVCache | None,
@@ -334,7 +397,7 @@ class MultiHeadAttention(nn.Module):
         ``(B, T, C)`` from one fused matmul, rotated by ``rope`` if given; with a
         cache, the keys and values of the past come first."""
         kv_width = self.n_kv_head * self.head_dim
-        q, k, v = self.c_attn(x).split([self.n_embd, kv_width, kv_width], dim=2)  # (B, T, C), (B, T, kv) x 2
+        q, k, v = self.c_attn(x).split([self.n_head * self.head_dim, kv_width, kv_width], dim=2)
         q, k, v = self._heads(q), self._heads(k), self._heads(v)  # (B, nh, T, hd), (B, n_kv, T, hd) x 2
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
@@ -360,7 +423,8 @@ class MultiHeadAttention(nn.Module):
         return q, k, v
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                is_causal: bool, need_weights: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+                is_causal: bool, need_weights: bool,
+                bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attention over the heads: ``(B, nh, T, hd)`` queries, ``(B, nh, S, hd)``
         keys and values -> ``(B, nh, T, hd)`` and the weights ``(B, nh, T, S)`` or ``None``.
 
@@ -373,12 +437,15 @@ class MultiHeadAttention(nn.Module):
             raise ValueError("is_causal=True needs as many keys as queries; pass an explicit mask with a cache")
         if mask is not None:
             _check_mask(mask)
-        if is_causal and (mask is not None or need_weights):  # causality as part of an explicit mask
+        if is_causal and (mask is not None or need_weights or bias is not None):  # causality in an explicit mask
             causal = causal_mask(T, device=q.device)  # (T, T)
             mask, is_causal = (causal if mask is None else mask & causal), False
         dropout_p = self.dropout if self.training else 0.0
         if need_weights:
-            return scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=dropout_p, scale=self.scale)
+            return scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=dropout_p, scale=self.scale, bias=bias)
+        if bias is not None:  # the fused kernel takes one float mask: the bias, and -inf where masked
+            bias = bias.to(q.dtype)
+            mask = bias if mask is None else torch.where(mask, bias, float("-inf"))
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal,
                                            scale=self.scale)
         return y, None

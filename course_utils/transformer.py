@@ -5,12 +5,18 @@
   ``transformers.BertForMaskedLM``.
 * :class:`DecoderOnlyLM`: GPT-2 (Radford et al., 2019). Causal self-attention,
   pre-norm blocks, the LM head tied to the token embedding. ``from_hf`` loads a
-  ``transformers.GPT2LMHeadModel``.
+  ``transformers.GPT2LMHeadModel`` (and Llama and Qwen2 models, below).
 * :class:`EncoderDecoderLM`: the original encoder-decoder of Vaswani et al.
-  (2017), trained like T5 (Raffel et al., 2020) with span corruption. It uses
-  the same pre-norm blocks as the decoder-only model plus cross-attention, and
-  learned absolute positions; T5 itself uses RMSNorm and relative position
-  biases, which this course leaves out to keep one kind of block.
+  (2017), trained like T5 (Raffel et al., 2020) with span corruption. By
+  default it uses the same pre-norm blocks as the decoder-only model plus
+  cross-attention, and learned absolute positions; T5's own choices (RMSNorm,
+  relative position biases, its feed-forward kinds and scaling conventions)
+  are named options, and ``from_hf`` loads a ``transformers.T5ForConditionalGeneration``.
+
+The options of today's decoders (RMSNorm, rotary positions, a gated MLP,
+grouped-query attention, an untied head) are fields of :class:`TransformerConfig`
+whose defaults are GPT-2's, so the book's models are unchanged; ``DecoderOnlyLM.from_hf``
+also loads Llama (SmolLM2) and Qwen2 checkpoints.
 
 All three follow the Hugging Face calling convention, so a batch dict from the
 collators in :mod:`course_utils.data` can be passed as ``model(**batch)``; each
@@ -31,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import KVCache, MultiHeadAttention, make_attention_mask, rotary_cos_sin
+from .attention import KVCache, MultiHeadAttention, RelativePositionBias, make_attention_mask, rotary_cos_sin
 from .checks import check_int, check_number, check_one_of
 from .device import evaluating
 from .sampling import decoding_loop
@@ -68,8 +74,14 @@ class TransformerConfig:
     pad_token_id: int = 0  # padding id; also the decoder start token of the encoder-decoder
     # Options of today's decoders (chapter 5, "From GPT-2 to today's decoders"); the defaults are GPT-2's.
     norm: str = "layernorm"  # "layernorm" or "rmsnorm" (Llama, Qwen2, T5: no mean, no bias)
-    position: str = "learned"  # "learned" (a wpe table) or "rope" (rotary, applied to queries and keys)
+    position: str = "learned"  # "learned" (a wpe table), "rope" (rotary, on queries and keys; decoder-only)
+    #                            or "relative" (T5's bucketed bias on the scores; encoder-decoder only)
     rope_theta: float = 10000.0  # RoPE's base: the slowest pair turns once every ~2 pi theta positions
+    relative_buckets: int = 32  # T5: buckets of relative distance, one learned bias per head and bucket
+    relative_max_distance: int = 128  # T5: distances beyond this share the last bucket
+    head_size: int | None = None  # width of each attention head (None = n_embd // n_head; T5 sets d_kv)
+    scale_scores: bool = True  # divide attention scores by sqrt(head width); T5 does not (folded into its init)
+    scale_head_input: bool = False  # T5 (v1.0): multiply the last hidden state by n_embd ** -0.5 before the head
     mlp: str = "plain"  # "plain": act(x W1) W2; "gated": (act(x Wg) * x W1) W2 (SwiGLU with "silu")
     n_kv_head: int | None = None  # key/value heads, grouped-query attention (None = n_head)
     tie_embeddings: bool = True  # LM head shares the token embedding (GPT-2) or has its own (Llama 3, Qwen2-7B)
@@ -81,12 +93,16 @@ class TransformerConfig:
         for name in ("n_decoder_layer", "n_inner"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), minimum=1, hint="or None")
-        if self.n_embd % self.n_head != 0:
+        if self.head_size is not None:
+            check_int("head_size", self.head_size, minimum=1, hint="or None")
+        elif self.n_embd % self.n_head != 0:
             raise ValueError(f"n_head must divide n_embd, got n_embd={self.n_embd} and n_head={self.n_head}")
         check_number("dropout", self.dropout, 0, 1, high_open=True)
         check_one_of("activation", self.activation, tuple(_ACTIVATIONS))
         check_one_of("norm", self.norm, ("layernorm", "rmsnorm"))
-        check_one_of("position", self.position, ("learned", "rope"))
+        check_one_of("position", self.position, ("learned", "rope", "relative"))
+        check_int("relative_buckets", self.relative_buckets, minimum=4)
+        check_int("relative_max_distance", self.relative_max_distance, minimum=self.relative_buckets // 2)
         check_one_of("mlp", self.mlp, ("plain", "gated"))
         check_number("rope_theta", self.rope_theta, low=1, low_open=True)
         if self.n_kv_head is not None:
@@ -99,7 +115,7 @@ class TransformerConfig:
 
     @property
     def head_dim(self) -> int:
-        return self.n_embd // self.n_head
+        return self.n_embd // self.n_head if self.head_size is None else self.head_size
 
     @property
     def inner(self) -> int:
@@ -187,7 +203,8 @@ class Block(nn.Module):
         super().__init__()
         C = config.n_embd
         self.pre_norm = pre_norm
-        attention = dict(n_kv_head=config.n_kv_head, qkv_bias=config.qkv_bias)
+        attention = dict(n_kv_head=config.n_kv_head, qkv_bias=config.qkv_bias, head_dim=config.head_dim,
+                         scale=None if config.scale_scores else 1.0)
         self.ln_1 = _norm(config)
         self.attn = MultiHeadAttention(C, config.n_head, config.dropout, config.bias, **attention)
         self.cross_attn = (MultiHeadAttention(C, config.n_head, config.dropout, config.bias, cross=True, **attention)
@@ -207,12 +224,14 @@ class Block(nn.Module):
         cross_cache: KVCache | None = None,
         need_weights: bool = False,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        bias: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x``: ``(B, T, C)`` -> ``(B, T, C)``, plus self-attention weights
         ``(B, n_head, T, T_k)`` when ``need_weights``. ``rope``: rotary tables
-        ``(cos, sin)`` of ``x``'s positions, each ``(T, head_dim)``."""
+        ``(cos, sin)`` of ``x``'s positions, each ``(T, head_dim)``; ``bias``: a
+        float ``(1, n_head, T, T_k)`` added to the self-attention scores (T5)."""
         x, weights = self._residual(x, self.ln_1, self.attn, mask=mask, is_causal=is_causal, cache=cache,
-                                    need_weights=need_weights, rope=rope)
+                                    need_weights=need_weights, rope=rope, bias=bias)
         if self.cross_attn is not None:
             x, _ = self._residual(x, self.ln_cross, self.cross_attn, context=context, mask=context_mask,
                                   cache=cross_cache)
@@ -390,6 +409,7 @@ class DecoderOnlyLM(_LanguageModel):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.config = config
+        check_one_of("DecoderOnlyLM's position", config.position, ("learned", "rope"))
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embedding
         if config.position == "learned":
             self.wpe = nn.Embedding(config.block_size, config.n_embd)  # learned position embedding
@@ -622,6 +642,7 @@ class EncoderOnlyLM(_LanguageModel):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.config = config
+        check_one_of("EncoderOnlyLM's position", config.position, ("learned",))
         C, eps = config.n_embd, config.layer_norm_eps
         self.wte = nn.Embedding(config.vocab_size, C)
         self.wpe = nn.Embedding(config.block_size, C)
@@ -734,32 +755,44 @@ class EncoderDecoderLM(_LanguageModel):
         super().__init__()
         self.config = config
         C, eps = config.n_embd, config.layer_norm_eps
+        check_one_of("EncoderDecoderLM's position", config.position, ("learned", "relative"))
         n_dec = config.n_decoder_layer or config.n_layer
         self.wte = nn.Embedding(config.vocab_size, C)  # shared by encoder, decoder and output
-        self.enc_wpe = nn.Embedding(config.block_size, C)
-        self.dec_wpe = nn.Embedding(config.block_size, C)
+        if config.position == "learned":
+            self.enc_wpe = nn.Embedding(config.block_size, C)
+            self.dec_wpe = nn.Embedding(config.block_size, C)
+        else:  # T5: one table of relative-distance biases per stack, shared by its blocks
+            rel = dict(num_buckets=config.relative_buckets, max_distance=config.relative_max_distance)
+            self.enc_rel = RelativePositionBias(config.n_head, bidirectional=True, **rel)
+            self.dec_rel = RelativePositionBias(config.n_head, bidirectional=False, **rel)
         self.drop = nn.Dropout(config.dropout)
         self.encoder = nn.ModuleList(Block(config, pre_norm=True) for _ in range(config.n_layer))
-        self.ln_enc = nn.LayerNorm(C, eps=eps, bias=config.bias)
+        self.ln_enc = _norm(config)
         self.decoder = nn.ModuleList(Block(config, pre_norm=True, cross=True) for _ in range(n_dec))
-        self.ln_f = nn.LayerNorm(C, eps=eps, bias=config.bias)
+        self.ln_f = _norm(config)
         self.lm_head = nn.Linear(C, config.vocab_size, bias=False)
         _init_weights(self, config.n_layer + n_dec)
-        self.lm_head.weight = self.wte.weight
+        if config.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
 
     def num_parameters(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
+        if non_embedding and self.config.position == "learned":
             n -= self.enc_wpe.weight.numel() + self.dec_wpe.weight.numel()
         return n
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Encoder output ``(B, S, C)`` for source ids ``(B, S)``."""
         mask = self._encoder_mask(input_ids, attention_mask)  # None, or (B, 1, S, S) hiding padding
-        pos = torch.arange(input_ids.shape[1], device=input_ids.device)  # (S,)
-        x = self.drop(self.wte(input_ids) + self.enc_wpe(pos))  # (B, S, C)
+        S = input_ids.shape[1]
+        x, bias = self.wte(input_ids), None  # (B, S, C)
+        if self.config.position == "learned":
+            x = x + self.enc_wpe(torch.arange(S, device=input_ids.device))  # + (S, C)
+        else:
+            bias = self.enc_rel(S, S)  # (1, n_head, S, S), the same for every block
+        x = self.drop(x)
         for block in self.encoder:
-            x, _ = block(x, mask=mask)
+            x, _ = block(x, mask=mask, bias=bias)
         return self.ln_enc(x)
 
     def decode(
@@ -780,12 +813,101 @@ class EncoderDecoderLM(_LanguageModel):
             _check_attention_mask(attention_mask, B, memory.shape[1])
             context_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S): the same for every query
         mask = None if past == 0 else make_attention_mask(T, past + T, True, None, decoder_input_ids.device)
-        pos = torch.arange(past, past + T, device=decoder_input_ids.device)
-        x = self.drop(self.wte(decoder_input_ids) + self.dec_wpe(pos))
+        x, bias = self.wte(decoder_input_ids), None  # (B, T, C)
+        if self.config.position == "learned":
+            x = x + self.dec_wpe(torch.arange(past, past + T, device=decoder_input_ids.device))
+        else:
+            bias = self.dec_rel(T, past + T, past=past)  # (1, n_head, T, past + T)
+        x = self.drop(x)
         for i, block in enumerate(self.decoder):
             x, _ = block(x, mask=mask, is_causal=past == 0, context=memory, context_mask=context_mask,
-                         cache=caches[i] if caches else None, cross_cache=cross_caches[i] if cross_caches else None)
-        return self.lm_head(self.ln_f(x))  # (B, T, V)
+                         cache=caches[i] if caches else None, cross_cache=cross_caches[i] if cross_caches else None,
+                         bias=bias)
+        x = self.ln_f(x)
+        if self.config.scale_head_input:
+            x = x * self.config.n_embd ** -0.5  # T5: keeps the tied head's logits at the scale of its init
+        return self.lm_head(x)  # (B, T, V)
+
+    @classmethod
+    def from_hf(cls, hf_model) -> "EncoderDecoderLM":
+        """Copy a ``transformers.T5ForConditionalGeneration`` (T5, T5 v1.1, FLAN-T5)
+        into an :class:`EncoderDecoderLM`.
+
+        What T5 changes, each a named option of :class:`TransformerConfig`:
+        ``norm="rmsnorm"`` and ``bias=False`` (no biases anywhere),
+        ``position="relative"`` (bucketed relative-distance biases, one table per
+        stack), ``scale_scores=False`` (no division by sqrt(head width)),
+        ``head_size=d_kv`` (heads x d_kv need not equal d_model), the feed-forward
+        ``mlp="plain", activation="relu"`` (T5) or ``mlp="gated",
+        activation="gelu_tanh"`` (T5 v1.1 and FLAN-T5), and a head that is
+        either tied with its input scaled by ``d_model ** -0.5`` (T5) or untied and
+        unscaled (v1.1, FLAN-T5).
+        """
+        hc = hf_model.config
+        if hc.model_type != "t5":
+            raise ValueError(f"EncoderDecoderLM.from_hf loads t5 models, got {hc.model_type!r}")
+        act = getattr(hc, "dense_act_fn", "relu")
+        gated = bool(getattr(hc, "is_gated_act", False))
+        activation = {"relu": "relu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}.get(act)
+        if activation is None:
+            raise ValueError(f"feed_forward_proj {hc.feed_forward_proj!r} is not supported (relu or gated-gelu)")
+        decoder_start = getattr(hc, "decoder_start_token_id", hc.pad_token_id)
+        if decoder_start != hc.pad_token_id:
+            raise ValueError(f"decoder_start_token_id must be the pad id ({hc.pad_token_id}), got {decoder_start}")
+        config = TransformerConfig(
+            vocab_size=hc.vocab_size, block_size=getattr(hc, "n_positions", None) or 512, n_layer=hc.num_layers,
+            n_decoder_layer=hc.num_decoder_layers, n_head=hc.num_heads, n_embd=hc.d_model, n_inner=hc.d_ff,
+            bias=False, layer_norm_eps=hc.layer_norm_epsilon, activation=activation, pad_token_id=hc.pad_token_id,
+            norm="rmsnorm", position="relative", relative_buckets=hc.relative_attention_num_buckets,
+            relative_max_distance=hc.relative_attention_max_distance, head_size=hc.d_kv, scale_scores=False,
+            mlp="gated" if gated else "plain",
+            # whether the head shares the embedding matrix: read from the weights themselves, since
+            # transformers 5 ties T5's head always and keeps the v1.0/v1.1 difference in scale_decoder_outputs
+            tie_embeddings=hf_model.lm_head.weight.data_ptr() == hf_model.shared.weight.data_ptr(),
+            scale_head_input=bool(getattr(hc, "scale_decoder_outputs", hc.tie_word_embeddings)),
+        )
+        model = cls(config)
+
+        def copy_attention(ours: MultiHeadAttention, theirs, cross: bool) -> None:
+            if cross:
+                ours.q_proj.weight.copy_(theirs.q.weight)
+                ours.kv_proj.weight.copy_(torch.cat([theirs.k.weight, theirs.v.weight]))
+            else:
+                ours.c_attn.weight.copy_(torch.cat([theirs.q.weight, theirs.k.weight, theirs.v.weight]))
+            ours.c_proj.weight.copy_(theirs.o.weight)
+
+        def copy_mlp(ours: MLP, theirs) -> None:
+            if gated:
+                ours.c_gate.weight.copy_(theirs.wi_0.weight)  # passes through the activation
+                ours.c_fc.weight.copy_(theirs.wi_1.weight)
+            else:
+                ours.c_fc.weight.copy_(theirs.wi.weight)
+            ours.c_proj.weight.copy_(theirs.wo.weight)
+
+        with torch.no_grad():
+            model.wte.weight.copy_(hf_model.shared.weight)
+            for ours, theirs in zip(model.encoder, hf_model.encoder.block):
+                copy_attention(ours.attn, theirs.layer[0].SelfAttention, cross=False)
+                ours.ln_1.weight.copy_(theirs.layer[0].layer_norm.weight)
+                copy_mlp(ours.mlp, theirs.layer[1].DenseReluDense)
+                ours.ln_2.weight.copy_(theirs.layer[1].layer_norm.weight)
+            for ours, theirs in zip(model.decoder, hf_model.decoder.block):
+                copy_attention(ours.attn, theirs.layer[0].SelfAttention, cross=False)
+                ours.ln_1.weight.copy_(theirs.layer[0].layer_norm.weight)
+                copy_attention(ours.cross_attn, theirs.layer[1].EncDecAttention, cross=True)
+                ours.ln_cross.weight.copy_(theirs.layer[1].layer_norm.weight)
+                copy_mlp(ours.mlp, theirs.layer[2].DenseReluDense)
+                ours.ln_2.weight.copy_(theirs.layer[2].layer_norm.weight)
+            # the relative biases live in each stack's first block
+            model.enc_rel.relative_attention_bias.weight.copy_(
+                hf_model.encoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight)
+            model.dec_rel.relative_attention_bias.weight.copy_(
+                hf_model.decoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight)
+            model.ln_enc.weight.copy_(hf_model.encoder.final_layer_norm.weight)
+            model.ln_f.weight.copy_(hf_model.decoder.final_layer_norm.weight)
+            if not config.tie_embeddings:
+                model.lm_head.weight.copy_(hf_model.lm_head.weight)
+        return model
 
     def shift_right(self, labels: torch.Tensor) -> torch.Tensor:
         """Decoder inputs from labels: ``[start, y0, y1, ...]`` with the pad id as
