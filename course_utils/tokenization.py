@@ -47,6 +47,7 @@ import os
 import re
 import warnings
 from collections import Counter
+from pathlib import Path
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -67,6 +68,8 @@ __all__ = [
     "get_pair_counts",
     "merge",
     "train_hf_bpe",
+    "to_hf_tokenizer",
+    "save_hf",
     "compare_tokenizers",
 ]
 
@@ -626,6 +629,96 @@ def train_hf_bpe(
     )
     tok.train_from_iterator(text_or_iterator, trainer=trainer)
     return tok
+
+
+def _byte_to_unicode() -> dict[int, str]:
+    """GPT-2's printable stand-in for each byte (the alphabet of byte-level BPE
+    in Hugging Face ``tokenizers``): printable bytes stand for themselves, the
+    others are shifted to code points from 256 up (a space shows as ``"Ġ"``)."""
+    from tokenizers import pre_tokenizers
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet(), key=ord)  # the 256 characters
+    printable = [b for b in range(256) if chr(b) in alphabet]
+    shifted = [b for b in range(256) if chr(b) not in alphabet]
+    table = {b: chr(b) for b in printable}
+    table.update({b: chr(256 + k) for k, b in enumerate(shifted)})
+    return table
+
+
+def to_hf_tokenizer(tokenizer: Any) -> Any:
+    """The course's tokenizer as a Hugging Face ``tokenizers.Tokenizer`` giving the same ids.
+
+    * :class:`BPETokenizer`: a byte-level ``BPE`` model with the same merges in
+      the same order (the earliest-learned merge applies first, as in
+      :meth:`BPETokenizer.encode`), our split pattern, then bytes shown as GPT-2's
+      printable characters; special tokens keep their ids after the merges.
+    * :class:`WordTokenizer`: a ``WordLevel`` model over the same words, split on
+      whitespace and then with :data:`WORD_PATTERN`; unknown words give ``unk_token``.
+    * :class:`CharTokenizer`: a ``WordLevel`` model over single characters.
+    * ``course_utils.data.ICLTokenizer``: a ``WordLevel`` model over its 24
+      tokens, with ``<bos>`` added in front, as its ``encode`` does.
+
+    Decoding follows Hugging Face's conventions, so the text may differ from our
+    ``decode`` in spacing for the word-level tokenizers. ``save_hf`` writes it
+    where ``transformers.PreTrainedTokenizerFast.from_pretrained`` finds it.
+    """
+    from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import Tokenizer as HFTokenizer
+
+    if isinstance(tokenizer, BPETokenizer):
+        show = _byte_to_unicode()
+        as_text = {i: "".join(show[b] for b in tokenizer.vocab[i]) for i in range(256 + len(tokenizer.merges))}
+        if len(set(as_text.values())) != len(as_text):
+            raise ValueError("two ids of this BPE stand for the same bytes; Hugging Face's BPE needs one id per string")
+        merges = [(as_text[a], as_text[b]) for (a, b) in tokenizer.merges]  # in the order they were learned
+        hf = HFTokenizer(models.BPE({t: i for i, t in as_text.items()}, merges))
+        hf.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(tokenizer.pattern), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+        hf.decoder = decoders.ByteLevel()
+        specials = sorted(tokenizer.special_tokens.items(), key=lambda kv: kv[1])
+        hf.add_special_tokens([AddedToken(s, special=True, normalized=False) for s, _ in specials])
+    elif isinstance(tokenizer, (WordTokenizer, CharTokenizer)):
+        vocab = {t: i for i, t in enumerate(tokenizer.itos)}
+        hf = HFTokenizer(models.WordLevel(vocab, unk_token=tokenizer.unk_token))
+        if isinstance(tokenizer, WordTokenizer):
+            hf.pre_tokenizer = pre_tokenizers.Sequence([
+                pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="isolated")])
+            if tokenizer.lowercase:
+                hf.normalizer = normalizers.Lowercase()
+        else:
+            hf.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every character
+            hf.decoder = decoders.Fuse()  # characters joined without spaces
+        hf.add_special_tokens([AddedToken(tokenizer.unk_token, special=True, normalized=False)])
+    elif type(tokenizer).__name__ == "ICLTokenizer":
+        hf = HFTokenizer(models.WordLevel({t: i for i, t in enumerate(tokenizer.itos)}, unk_token="<pad>"))
+        hf.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        hf.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ("<bos>", "<pad>")])
+        hf.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", tokenizer.bos_id)])
+    else:
+        raise TypeError(f"no Hugging Face form for {type(tokenizer).__name__}")
+    return hf
+
+
+def save_hf(tokenizer: Any, folder: str | os.PathLike) -> Path:
+    """Write ``tokenizer.json`` and ``tokenizer_config.json`` into ``folder`` (made if
+    missing) so that ``transformers.PreTrainedTokenizerFast.from_pretrained(folder)``
+    loads it, with its unknown, padding, start and end tokens named. Returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    to_hf_tokenizer(tokenizer).save(str(folder / "tokenizer.json"))
+    named: dict[str, str] = {}
+    if isinstance(tokenizer, BPETokenizer) and tokenizer.special_tokens:
+        end = max(tokenizer.special_tokens, key=tokenizer.special_tokens.get)
+        named = {"eos_token": end, "bos_token": end}
+    elif isinstance(tokenizer, (WordTokenizer, CharTokenizer)):
+        named = {"unk_token": tokenizer.unk_token}
+    elif type(tokenizer).__name__ == "ICLTokenizer":
+        named = {"bos_token": "<bos>", "pad_token": "<pad>"}
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False, **named}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
+    return folder
 
 
 def compare_tokenizers(text: str, tokenizers: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

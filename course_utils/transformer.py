@@ -632,6 +632,96 @@ class DecoderOnlyLM(_LanguageModel):
         return model
 
 
+    def to_hf(self):
+        """This model as a ``transformers`` model with the same weights and logits:
+        a ``GPT2LMHeadModel`` for the GPT-2 layout (the default config), a
+        ``LlamaForCausalLM`` for the Llama layout (RMSNorm, rotary positions, a
+        SwiGLU MLP, no biases) and a ``Qwen2ForCausalLM`` when q, k and v have
+        biases. Other combinations of options have no ``transformers`` class and
+        raise ``ValueError``. The result is in eval mode, on the CPU, in fp32."""
+        c = self.config
+        gpt2 = (c.position, c.norm, c.mlp) == ("learned", "layernorm", "plain") and c.bias and c.tie_embeddings \
+            and c.kv_heads == c.n_head and c.qkv_bias in (None, True) and c.activation in ("gelu", "gelu_tanh") \
+            and c.head_size in (None, c.n_embd // c.n_head) and c.scale_scores
+        llama = (c.position, c.norm, c.mlp, c.activation) == ("rope", "rmsnorm", "gated", "silu") and not c.bias \
+            and c.head_size in (None, c.n_embd // c.n_head) and c.scale_scores
+        state = {k: v.detach().float().cpu() for k, v in self.state_dict().items()}
+        if gpt2:
+            return self._to_hf_gpt2(state)
+        if llama:
+            return self._to_hf_llama(state)
+        raise ValueError("to_hf exports the GPT-2 layout or the Llama/Qwen2 layout (position='rope', norm='rmsnorm', "
+                         f"mlp='gated', activation='silu', bias=False); this config is neither: {c}")
+
+    def _to_hf_gpt2(self, state: dict):
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        c = self.config
+        hc = GPT2Config(vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer,
+                        n_head=c.n_head, n_inner=c.n_inner, layer_norm_epsilon=c.layer_norm_eps,
+                        activation_function="gelu_new" if c.activation == "gelu_tanh" else "gelu",
+                        resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout,
+                        pad_token_id=c.pad_token_id, bos_token_id=None, eos_token_id=None)
+        hf = GPT2LMHeadModel(hc)
+        sd = {"transformer.wte.weight": state["wte.weight"], "transformer.wpe.weight": state["wpe.weight"],
+              "transformer.ln_f.weight": state["ln_f.weight"], "transformer.ln_f.bias": state["ln_f.bias"]}
+        for i in range(c.n_layer):
+            ours, theirs = f"blocks.{i}.", f"transformer.h.{i}."
+            for a, b in (("ln_1", "ln_1"), ("ln_2", "ln_2")):
+                sd[theirs + b + ".weight"], sd[theirs + b + ".bias"] = state[ours + a + ".weight"], state[ours + a + ".bias"]
+            for a, b in (("attn.c_attn", "attn.c_attn"), ("attn.c_proj", "attn.c_proj"), ("mlp.c_fc", "mlp.c_fc"),
+                         ("mlp.c_proj", "mlp.c_proj")):
+                sd[theirs + b + ".weight"] = state[ours + a + ".weight"].t().contiguous()  # Linear -> Conv1D
+                sd[theirs + b + ".bias"] = state[ours + a + ".bias"]
+        return self._load_into(hf, sd)
+
+    def _to_hf_llama(self, state: dict):
+        from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+        c = self.config
+        qwen = bool(c.qkv_bias)
+        common = dict(vocab_size=c.vocab_size, hidden_size=c.n_embd, intermediate_size=c.inner,
+                      num_hidden_layers=c.n_layer, num_attention_heads=c.n_head, num_key_value_heads=c.kv_heads,
+                      max_position_embeddings=c.block_size, rms_norm_eps=c.layer_norm_eps, hidden_act="silu",
+                      tie_word_embeddings=c.tie_embeddings, pad_token_id=c.pad_token_id, bos_token_id=None,
+                      eos_token_id=None, attention_dropout=c.dropout)
+        config_cls = Qwen2Config if qwen else LlamaConfig
+        if hasattr(config_cls(), "rope_parameters"):  # transformers 5
+            common["rope_parameters"] = {"rope_type": "default", "rope_theta": c.rope_theta}
+        else:
+            common["rope_theta"] = c.rope_theta
+        hf = (Qwen2ForCausalLM if qwen else LlamaForCausalLM)(config_cls(**common))
+        q_w, kv_w = c.n_head * c.head_dim, c.kv_heads * c.head_dim
+        sd = {"model.embed_tokens.weight": state["wte.weight"], "model.norm.weight": state["ln_f.weight"],
+              "lm_head.weight": state["lm_head.weight"]}
+        for i in range(c.n_layer):
+            ours, theirs = f"blocks.{i}.", f"model.layers.{i}."
+            q, k, v = state[ours + "attn.c_attn.weight"].split([q_w, kv_w, kv_w])
+            sd.update({theirs + "self_attn.q_proj.weight": q, theirs + "self_attn.k_proj.weight": k,
+                       theirs + "self_attn.v_proj.weight": v,
+                       theirs + "self_attn.o_proj.weight": state[ours + "attn.c_proj.weight"],
+                       theirs + "mlp.gate_proj.weight": state[ours + "mlp.c_gate.weight"],
+                       theirs + "mlp.up_proj.weight": state[ours + "mlp.c_fc.weight"],
+                       theirs + "mlp.down_proj.weight": state[ours + "mlp.c_proj.weight"],
+                       theirs + "input_layernorm.weight": state[ours + "ln_1.weight"],
+                       theirs + "post_attention_layernorm.weight": state[ours + "ln_2.weight"]})
+            if qwen:
+                qb, kb, vb = state[ours + "attn.c_attn.bias"].split([q_w, kv_w, kv_w])
+                sd.update({theirs + "self_attn.q_proj.bias": qb, theirs + "self_attn.k_proj.bias": kb,
+                           theirs + "self_attn.v_proj.bias": vb})
+        return self._load_into(hf, sd)
+
+    @staticmethod
+    def _load_into(hf, sd: dict):
+        """Load ``sd`` into ``hf``; every parameter must be set (tied ones once), nothing left over."""
+        missing, unexpected = hf.load_state_dict(sd, strict=False)
+        tied = {"lm_head.weight"} if hf.get_output_embeddings().weight is hf.get_input_embeddings().weight else set()
+        missing = [k for k in missing if k not in tied and not k.endswith((".attn.bias", ".attn.masked_bias"))]
+        if missing or unexpected:
+            raise RuntimeError(f"export incomplete: missing {missing}, unexpected {unexpected}")
+        return hf.eval()
+
+
 # ----------------------------------------------------------------------------- encoder-only (BERT)
 
 
@@ -741,6 +831,54 @@ class EncoderOnlyLM(_LanguageModel):
             copy_ln(model.head_ln, head.transform.LayerNorm)
             model.lm_head.bias.copy_(head.bias)
         return model
+
+
+    def to_hf(self):
+        """This model as a ``transformers.BertForMaskedLM`` with the same weights and
+        logits (single-segment input: the token-type embedding is zero, since ours
+        is folded into the position embedding). In eval mode, on the CPU, in fp32."""
+        from transformers import BertConfig, BertForMaskedLM
+
+        c = self.config
+        if (c.norm, c.mlp) != ("layernorm", "plain") or not c.bias or c.kv_heads != c.n_head \
+                or c.head_size not in (None, c.n_embd // c.n_head) or c.activation not in ("gelu", "gelu_tanh"):
+            raise ValueError(f"to_hf exports the BERT layout (LayerNorm, plain GELU MLP, biases); got {c}")
+        state = {k: v.detach().float().cpu() for k, v in self.state_dict().items()}
+        hc = BertConfig(vocab_size=c.vocab_size, hidden_size=c.n_embd, num_hidden_layers=c.n_layer,
+                        num_attention_heads=c.n_head, intermediate_size=c.inner,
+                        hidden_act="gelu" if c.activation == "gelu" else "gelu_new",
+                        hidden_dropout_prob=c.dropout, attention_probs_dropout_prob=c.dropout,
+                        max_position_embeddings=c.block_size, layer_norm_eps=c.layer_norm_eps,
+                        pad_token_id=c.pad_token_id, type_vocab_size=1)
+        hf = BertForMaskedLM(hc)
+        C = c.n_embd
+        sd = {"bert.embeddings.word_embeddings.weight": state["wte.weight"],
+              "bert.embeddings.position_embeddings.weight": state["wpe.weight"],
+              "bert.embeddings.token_type_embeddings.weight": torch.zeros(1, C),
+              "bert.embeddings.LayerNorm.weight": state["ln_emb.weight"],
+              "bert.embeddings.LayerNorm.bias": state["ln_emb.bias"],
+              "cls.predictions.transform.dense.weight": state["head_dense.weight"],
+              "cls.predictions.transform.dense.bias": state["head_dense.bias"],
+              "cls.predictions.transform.LayerNorm.weight": state["head_ln.weight"],
+              "cls.predictions.transform.LayerNorm.bias": state["head_ln.bias"],
+              "cls.predictions.bias": state["lm_head.bias"], "cls.predictions.decoder.bias": state["lm_head.bias"]}
+        for i in range(c.n_layer):
+            ours, theirs = f"blocks.{i}.", f"bert.encoder.layer.{i}."
+            for name, w in zip(("query", "key", "value"), state[ours + "attn.c_attn.weight"].split(C)):
+                sd[theirs + f"attention.self.{name}.weight"] = w
+            for name, b in zip(("query", "key", "value"), state[ours + "attn.c_attn.bias"].split(C)):
+                sd[theirs + f"attention.self.{name}.bias"] = b
+            for a, b in (("attn.c_proj", "attention.output.dense"), ("ln_1", "attention.output.LayerNorm"),
+                         ("mlp.c_fc", "intermediate.dense"), ("mlp.c_proj", "output.dense"),
+                         ("ln_2", "output.LayerNorm")):
+                sd[theirs + b + ".weight"], sd[theirs + b + ".bias"] = state[ours + a + ".weight"], state[ours + a + ".bias"]
+        missing, unexpected = hf.load_state_dict(sd, strict=False)
+        missing = [k for k in missing if k not in ("cls.predictions.decoder.weight", "bert.embeddings.position_ids",
+                                                   "bert.embeddings.token_type_ids")]
+        unexpected = [k for k in unexpected if k != "cls.predictions.decoder.bias"]
+        if missing or unexpected:
+            raise RuntimeError(f"export incomplete: missing {missing}, unexpected {unexpected}")
+        return hf.eval()
 
 
 # ----------------------------------------------------------------------------- encoder-decoder (T5-style)
