@@ -341,8 +341,9 @@ def autograde(lab: str, submissions: str | os.PathLike | None = None, root: str 
     work = Path(tempfile.mkdtemp(prefix="grade-"))
     outcomes: list[Outcome] = []
     rows = results.load(root, lab)
-    key = results.grading_key(root, lab, dict(timeout=timeout, cell_timeout=cell_timeout, memory_mb=memory_mb,
-                                              run_all=run_all, sandboxed=jailed))
+    key = results.grading_key(root, lab, dict(  # numbers as the command line passes them: 120 and 120.0 agree
+        timeout=float(timeout), cell_timeout=None if cell_timeout is None else float(cell_timeout),
+        memory_mb=int(memory_mb), run_all=bool(run_all), sandboxed=bool(jailed)))
 
     def record(outcome: Outcome, digest: str | None) -> None:
         rows[outcome.student] = {**asdict(outcome), "hash": digest, "key": key, "sandboxed": jailed,

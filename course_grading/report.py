@@ -98,6 +98,7 @@ def _figures(rows: list[dict], stats: list[PartStats]) -> list[tuple[str, str]]:
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     graded = [r for r in rows if r.get("status") == "graded"]
     figs = []
@@ -107,6 +108,7 @@ def _figures(rows: list[dict], stats: list[PartStats]) -> list[tuple[str, str]]:
     ax.hist(totals, bins=min(20, max(1, int(top)) + 1), range=(-0.5, top + 0.5), color="#3b6ea5", edgecolor="white")
     ax.set_xlabel(f"score (of {top:g})")
     ax.set_ylabel("submissions")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(f"Total score, {len(graded)} graded submissions")
     figs.append(("Total score", _png(fig)))
     if stats:
@@ -118,6 +120,7 @@ def _figures(rows: list[dict], stats: list[PartStats]) -> list[tuple[str, str]]:
             ax.hist(s.scores, bins=min(12, int(pts) + 1), range=(-0.5, pts + 0.5), color="#5a9e6f", edgecolor="white")
             ax.set_title(f"part {s.part.index}: {s.missed} of {len(s.scores)} missed", fontsize=9)
             ax.set_xlabel(f"points (of {s.part.points:g})", fontsize=8)
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         for ax in list(axes.flat)[len(stats):]:
             ax.axis("off")
         fig.tight_layout()
