@@ -1,8 +1,9 @@
 """course_grading: the instructors' toolkit of the course *Generative AI with Large Language Models*.
 
 It generates the student versions of the labs, takes in a course platform's
-download of submissions, grades them in a sandbox, reports on a class, checks a release for leaked solutions and hidden tests, and
-publishes the student edition. Students never install it: the student
+download of submissions, grades them in a sandbox, reports on a class,
+checks a release for leaked solutions and hidden tests, and publishes the
+student edition. Students never install it: the student
 edition (which it writes) leaves this package out, and its ``pyproject.toml``
 names neither the package nor its commands. Install it in the instructor
 repository with ``pip install -e ".[instructor]"``.

@@ -46,7 +46,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from course_grading.autograde import STUDENT_ID
-from course_grading.course import course_config, course_folder, find_root
+from course_grading.course import LAB_NAME, course_config, course_folder, find_root
 
 __all__ = ["DEFAULT_PATTERN", "Intake", "IntakeError", "take_in", "default_download"]
 
@@ -282,6 +282,8 @@ def take_in(lab: str, download: str | os.PathLike | None = None, root: str | os.
     Raises :class:`IntakeError` when the download cannot be used at all.
     """
     root = find_root(root)
+    if not LAB_NAME.match(lab):
+        raise IntakeError(f"{lab!r} is not a lab's name (like lab02_attention)")
     download = Path(download) if download else default_download(root, lab)
     pattern = pattern or _default_pattern(root)
     try:

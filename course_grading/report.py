@@ -222,7 +222,8 @@ def write_report(lab: str, root: str | os.PathLike | None = None) -> Path:
     root = find_root(root)
     rows = results.load(root, lab)
     if not rows:
-        raise FileNotFoundError(f"no recorded grades for {lab} in {root / 'grades'}: grade it first (course-grade {lab})")
+        raise FileNotFoundError(f"no recorded grades for {lab} in {root / 'grades'}: "
+                                f"grade it first (course-grade {lab})")
     results.save(root, lab, rows)
     page = root / "grades" / f"{lab}.html"
     page.write_text(render(lab, list(rows.values()), _lab_notebook(root, lab)), encoding="utf-8")

@@ -162,6 +162,8 @@ def test_hostile_folder_links_are_not_followed(course, tmp_path):
 
 
 def test_refuses_what_it_cannot_use(course, tmp_path):
+    with pytest.raises(IntakeError, match="not a lab"):
+        take_in("../../elsewhere", tmp_path, course)
     with pytest.raises(IntakeError, match="no group"):
         take_in(LAB, tmp_path, course, pattern=r"(?P<name>.*)\.ipynb")
     with pytest.raises(IntakeError, match="not a regular expression"):

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from course_grading import cli, results
-from course_grading.report import part_stats, render
+from course_grading.report import part_stats
 from test_grading import RELEASE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,4 +141,5 @@ def test_the_page_in_a_browser(course, browser):
     assert "erin" in sections["held"] and "two runs disagree on part 2" in sections["held"]
     assert "frank" in sections["not-graded"] and INJECTED in sections["not-graded"]  # shown as text
     assert "the kernel died" in sections["problems"] and "carol" in sections["problems"]
-    assert "comparison patching\t1\tbob" in sections["flags"] and "kernel or output tampering\t1\terin" in sections["flags"]
+    assert "comparison patching\t1\tbob" in sections["flags"]
+    assert "kernel or output tampering\t1\terin" in sections["flags"]
