@@ -107,10 +107,13 @@ def _grade(args: argparse.Namespace) -> int:
         for o in kept:
             if o.status != "graded":
                 print("  " + o.summary())
+    missing = sorted(set(args.student or []) - {o.student for o in outcomes + kept})
+    if missing:
+        print(f"no submission of {args.lab} for: {', '.join(missing)}")
     graded = sum(o.status == "graded" for o in outcomes + kept)
     print(f"{len(outcomes)} submissions graded in this run; {graded} of {len(outcomes) + len(kept)} graded in all; "
           f"every row in grades/{args.lab}.csv" + ("" if ok else "  (UNSANDBOXED)"))
-    return 0 if graded == len(outcomes) + len(kept) else 1
+    return 0 if graded == len(outcomes) + len(kept) and not missing else 1
 
 
 def _intake_args(ap: argparse.ArgumentParser) -> None:

@@ -108,6 +108,8 @@ def test_only_new_and_changed_submissions_are_graded(course, monkeypatch, capsys
     out = capsys.readouterr().out
     assert "2 unchanged since their last grading, not graded again (--force grades them): alice, bob" in out
     assert "0 submissions graded in this run" in out and rows(course) == before
+    assert cli.main(["grade", LAB, "--timeout", "120", "--memory", str(MEMORY_MB), "--student", "zoe"]) == 1
+    assert "no submission of lab90_tiny for: zoe" in capsys.readouterr().out and rows(course) == before
 
     submit(course, "bob", "2 * x", "3 * x")  # bob hands in a fix; the run names him alone
     second = autograde(LAB, students=["bob"], **settings)
