@@ -90,8 +90,11 @@ def load(root: str | os.PathLike, lab: str) -> dict[str, dict]:
     path = _folder(root) / f"{lab}.json"
     if not path.is_file():
         return {}
-    data = json.loads(path.read_text())
-    rows = data.get("outcomes", [])
+    try:
+        data = json.loads(path.read_text())
+        rows = data.get("outcomes", [])
+    except (ValueError, AttributeError) as e:  # never start afresh silently: that would drop the class's grades
+        raise RuntimeError(f"{path} is unreadable ({e}); move it away to start a new record of {lab}") from None
     sandboxed = data.get("sandboxed")
     out = {}
     for row in rows:

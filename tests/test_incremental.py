@@ -69,6 +69,10 @@ def test_hash_and_key_follow_content_not_time(tmp_path):
     row = {"hash": first, "key": "k", "status": "graded"}
     assert results.is_current(row, first, "k") and not results.is_current(row, first, "other grader")
     assert not results.is_current({**row, "status": "not graded", "reason": "grader error: boom"}, first, "k")
+    (tmp_path / "grades").mkdir()
+    (tmp_path / "grades" / f"{LAB}.json").write_text('{"outcomes": [')  # a damaged record is never replaced
+    with pytest.raises(RuntimeError, match="unreadable"):
+        results.load(tmp_path, LAB)
     course = tmp_path / "course"
     (course / "solutions" / LAB).mkdir(parents=True)
     shutil.copy(ROOT / "nbgrader_config.py", course)
