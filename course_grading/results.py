@@ -32,15 +32,21 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load", "save", "submission_hash", "grading_key", "is_current", "outcome_of", "csv_rows"]
+__all__ = ["NOT_GRADING", "load", "save", "submission_hash", "grading_key", "is_current", "outcome_of", "csv_rows"]
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _digest_folder(h: "hashlib._Hash", folder: Path, suffixes: tuple[str, ...] | None = None) -> None:
+#: Modules of ``course_grading`` that cannot change a grade: editing them leaves recorded grades current.
+NOT_GRADING = ("__init__.py", "__main__.py", "cli.py", "intake.py", "report.py", "edition.py", "manifest.py",
+               "leaks.py")
+
+
+def _digest_folder(h: "hashlib._Hash", folder: Path, suffixes: tuple[str, ...] | None = None,
+                   skip: tuple[str, ...] = ()) -> None:
     """Feed every file below ``folder`` (sorted, names and bytes; a link by its target's name) into ``h``."""
     for path in sorted(p for p in folder.rglob("*") if p.is_symlink() or p.is_file()):
-        if "__pycache__" in path.parts or (suffixes and path.suffix not in suffixes):
+        if "__pycache__" in path.parts or (suffixes and path.suffix not in suffixes) or path.name in skip:
             continue
         rel = path.relative_to(folder).as_posix().encode()
         if path.is_symlink():
@@ -60,8 +66,8 @@ def submission_hash(folder: str | os.PathLike) -> str:
 
 def grading_key(root: str | os.PathLike, lab: str, settings: dict[str, Any]) -> str:
     """What a grade depends on besides the submission: the lab's source folder (hidden
-    tests), ``nbgrader_config.py``, the code of ``course_grading`` and ``course_utils``,
-    and ``settings`` (limits, sandboxed or not). A change in any of them makes every
+    tests), ``nbgrader_config.py``, the code of ``course_utils`` and the grading code of
+    ``course_grading`` (all but :data:`NOT_GRADING`), and ``settings`` (limits, sandboxed or not). A change in any of them makes every
     earlier grade of the lab stale."""
     from course_grading.course import course_folder
 
@@ -76,8 +82,8 @@ def grading_key(root: str | os.PathLike, lab: str, settings: dict[str, Any]) -> 
     import course_grading
     import course_utils
 
-    for package in (course_grading, course_utils):
-        _digest_folder(h, Path(package.__file__).parent, suffixes=(".py",))
+    _digest_folder(h, Path(course_grading.__file__).parent, suffixes=(".py",), skip=NOT_GRADING)
+    _digest_folder(h, Path(course_utils.__file__).parent, suffixes=(".py",))
     return "sha256:" + h.hexdigest()
 
 
