@@ -100,10 +100,16 @@ def test_only_new_and_changed_submissions_are_graded(course, monkeypatch, capsys
     settings = dict(root=course, jobs=2, timeout=120, memory_mb=MEMORY_MB, progress=False, feedback=False)
     submit(course, "alice", "2 * x", "3 * x")
     submit(course, "bob", "2 * x", "x")
-    seen = []
-    first = autograde(LAB, on_result=lambda o, fresh: seen.append((o.student, o.score, fresh)), **settings)
+    seen, on_disk = [], []
+
+    def told(outcome, fresh):
+        seen.append((outcome.student, outcome.score, fresh))
+        on_disk.append(sorted(rows(course)))  # the CSV row is written before the line, one submission at a time
+
+    first = autograde(LAB, on_result=told, **settings)
     assert sorted((o.student, o.score) for o in first) == [("alice", 5.0), ("bob", 2.0)]
-    assert sorted(seen) == [("alice", 5.0, True), ("bob", 2.0, True)]  # each told as it finished
+    assert sorted(seen) == [("alice", 5.0, True), ("bob", 2.0, True)]  # each told as it finished...
+    assert on_disk == [[seen[0][0]], ["alice", "bob"]]  # ...not all at the end
     before = rows(course)
     assert before["bob"]["test_triple"] == "0.0" and before["alice"]["score"] == "5.0"
 
