@@ -1,8 +1,9 @@
 """course_grading: the instructors' toolkit of the course *Generative AI with Large Language Models*.
 
-It generates the student versions of the labs, grades submissions in a
-sandbox, checks a release for leaked solutions and hidden tests, and
-publishes the student edition. Students never install it: the student
+It generates the student versions of the labs, takes in a course platform's
+download of submissions, grades them in a sandbox, reports on a class,
+checks a release for leaked solutions and hidden tests, and publishes the
+student edition. Students never install it: the student
 edition (which it writes) leaves this package out, and its ``pyproject.toml``
 names neither the package nor its commands. Install it in the instructor
 repository with ``pip install -e ".[instructor]"``.
@@ -17,7 +18,10 @@ module            what it holds
 ``flags``         what a submission's code does that deserves a look
 ``sandbox``       the jail: Linux namespaces, bind mounts and rlimits
 ``kernel``        a Jupyter kernel in the jail; nbgrader's Execute with nonces
-``autograde``     grading every submission of a lab into the gradebook
+``intake``        a course platform's bulk download laid out as submitted/
+``autograde``     grading every new or changed submission of a lab into the gradebook
+``results``       a lab's grades on disk (CSV, JSON), merged run after run
+``report``        one HTML page per lab: figures, parts missed, held, flags
 ``leaks``         the one leak check: no solution line in what is published
 ``manifest``      what goes into the student edition, and what never does
 ``edition``       writing the student edition
@@ -25,7 +29,8 @@ module            what it holds
 ================  ==========================================================
 
 Commands (see :mod:`course_grading.cli`): ``course-generate``,
-``course-grade``, ``course-check-release``, ``course-student-edition``, or
+``course-intake``, ``course-grade``, ``course-report``,
+``course-check-release``, ``course-student-edition``, or
 ``python -m course_grading COMMAND``. ``instructors.md`` and
 ``publishing.md`` describe the workflow.
 """

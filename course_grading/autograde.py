@@ -23,13 +23,14 @@ How a submission is graded (one worker process per ``jobs`` slot):
    error and wrote nothing to stderr (nbgrader's rule), so a kernel that hides
    its tracebacks scores nothing.
 4. The grades are copied from the throwaway gradebook into the real one by
-   the parent process, one submission at a time; feedback is generated and a
-   CSV written to ``grades/<lab>.csv``.
+   the parent process, one submission at a time; feedback is generated and the
+   submission's row merged into ``grades/<lab>.csv`` and ``grades/<lab>.json``
+   (:mod:`course_grading.results`), which also decide what a later run skips:
+   a submission whose content and grader are unchanged is not graded again.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -40,10 +41,11 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from course_grading import sandbox
+from course_grading import results, sandbox
 from course_grading.course import course_config, course_folder, find_root, nbgrader_command, nbgrader_env
 from course_grading.flags import suspicious
 from course_grading.labs import generate
@@ -272,11 +274,28 @@ def _merge(result: dict, db: Path, lab: str, root: Path) -> None:
             shutil.copytree(made, target)
 
 
+def _in_gradebook(db: Path, lab: str) -> set[str]:
+    """Students who have a submission of ``lab`` in the gradebook."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        rows = con.execute("SELECT submitted_assignment.student_id FROM submitted_assignment JOIN assignment ON "
+                           "submitted_assignment.assignment_id = assignment.id WHERE assignment.name = ?",
+                           (lab,)).fetchall()
+    return {r[0] for r in rows}
+
+
 def autograde(lab: str, submissions: str | os.PathLike | None = None, root: str | os.PathLike | None = None, *,
               jobs: int = 2, timeout: float = 600, cell_timeout: float | None = None, memory_mb: int = 4096,
               sandbox_required: bool = True, run_all: bool = False, students: list[str] | None = None,
-              feedback: bool = True, progress: bool = True) -> list[Outcome]:
-    """Grade every submission of ``lab`` into the course's gradebook.
+              feedback: bool = True, progress: bool = True, force: bool = False,
+              on_result: Callable[[Outcome, bool], None] | None = None) -> list[Outcome]:
+    """Grade the new and changed submissions of ``lab`` into the course's gradebook.
+
+    A submission is graded again only when its folder's content
+    (:func:`course_grading.results.submission_hash`) or what its grade depends on
+    (:func:`course_grading.results.grading_key`: the lab's hidden tests, the
+    grader, the limits) changed since its recorded grade, or with ``force``.
+    ``grades/<lab>.csv`` and ``grades/<lab>.json`` are merged: rows of students
+    not graded in this run are kept; both are rewritten after each submission.
 
     Args:
         lab: the assignment, e.g. ``"lab02_attention"``.
@@ -293,9 +312,13 @@ def autograde(lab: str, submissions: str | os.PathLike | None = None, root: str 
         run_all: also run the cells after the last test cell.
         students: grade only these students.
         feedback: run ``nbgrader generate_feedback`` afterwards.
+        progress: show a progress bar.
+        force: grade every selected submission, changed or not.
+        on_result: called with ``(outcome, True)`` as each submission finishes,
+            and with ``(recorded outcome, False)`` for each unchanged one skipped
+            (before grading starts); lines it prints go above the progress bar.
 
-    Returns one :class:`Outcome` per submission; ``grades/<lab>.csv`` and
-    ``grades/<lab>.json`` are written under the course root.
+    Returns one :class:`Outcome` per submission graded in this run (not the skipped ones).
     """
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
@@ -317,18 +340,45 @@ def autograde(lab: str, submissions: str | os.PathLike | None = None, root: str 
     db = root / "gradebook.db"
     work = Path(tempfile.mkdtemp(prefix="grade-"))
     outcomes: list[Outcome] = []
+    rows = results.load(root, lab)
+    key = results.grading_key(root, lab, dict(  # numbers as the command line passes them: 120 and 120.0 agree
+        timeout=float(timeout), cell_timeout=None if cell_timeout is None else float(cell_timeout),
+        memory_mb=int(memory_mb), run_all=bool(run_all), sandboxed=bool(jailed)))
+
+    def record(outcome: Outcome, digest: str | None) -> None:
+        rows[outcome.student] = {**asdict(outcome), "hash": digest, "key": key, "sandboxed": jailed,
+                                 "graded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        results.save(root, lab, rows)  # after every submission: an interrupted run keeps what it graded
+
+    def tell(outcome: Outcome, fresh: bool, bar=None) -> None:
+        if on_result is not None:
+            if bar is None:
+                on_result(outcome, fresh)
+            else:
+                with bar.external_write_mode(file=sys.stdout):
+                    on_result(outcome, fresh)
+
     try:
         release = _ensure_assignment(root, lab, db, work)
         notebooks = _notebook_names(db, lab)
         _template_gradebook(db, work / "template.db")
-        tasks = []
+        known = _in_gradebook(db, lab)
+        tasks, digests = [], {}
         for folder in sorted(p for p in submitted.iterdir() if p.is_dir()):
             if students is not None and folder.name not in students:
                 continue
             if not STUDENT_ID.match(folder.name):
                 outcomes.append(Outcome(folder.name, reason="student id with unexpected characters: not graded"))
+                record(outcomes[-1], None)
+                tell(outcomes[-1], True)
                 continue
             if not (folder / lab).is_dir():
+                continue
+            digests[folder.name] = digest = results.submission_hash(folder / lab)
+            previous = rows.get(folder.name)
+            if not force and results.is_current(previous, digest, key) and (
+                    previous.get("status") != "graded" or folder.name in known):
+                tell(results.outcome_of(previous), False)
                 continue
             tasks.append(dict(student=folder.name, lab=lab, root=str(root), submission=str(folder / lab),
                               course=str(work / f"t{len(tasks):04d}" / "course"), template_db=str(work / "template.db"),
@@ -339,9 +389,10 @@ def autograde(lab: str, submissions: str | os.PathLike | None = None, root: str 
             print(f"WARNING: grading UNSANDBOXED ({why}): student code runs with your rights.", file=sys.stderr)
         ctx = get_context("spawn")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(ctx.Value("i", 0),)) as pool:
+                                 initargs=(ctx.Value("i", 0),)) as pool, \
+                tqdm(total=len(tasks), desc=f"grading {lab}", disable=not progress or not tasks) as bar:
             futures = {pool.submit(_grade_one, task): task for task in tasks}
-            for future in tqdm(as_completed(futures), total=len(futures), desc=f"grading {lab}", disable=not progress):
+            for future in as_completed(futures):
                 task = futures[future]
                 try:
                     result = future.result()
@@ -352,23 +403,18 @@ def autograde(lab: str, submissions: str | os.PathLike | None = None, root: str 
                 result.pop("course", None)
                 result.pop("log", None)
                 outcomes.append(Outcome(**result))
+                record(outcomes[-1], digests[task["student"]])
+                tell(outcomes[-1], True, bar)
+                bar.update()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     outcomes.sort(key=lambda o: o.student)
-    _write_grades(root, lab, outcomes, sandboxed=jailed)
     return outcomes
 
 
 def _write_grades(root: Path, lab: str, outcomes: list[Outcome], sandboxed: bool) -> None:
-    folder = root / "grades"
-    folder.mkdir(exist_ok=True)
-    cells = sorted({c for o in outcomes for c in o.cells})
-    with open(folder / f"{lab}.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["student", "status", "score", "max_score", *cells, "reason", "problems", "repairs", "flags"])
-        for o in outcomes:
-            w.writerow([o.student, o.status, "" if o.score is None else o.score, "" if o.max_score is None
-                        else o.max_score, *[o.cells.get(c, "") for c in cells], o.reason, "; ".join(o.problems),
-                        "; ".join(o.repairs), "; ".join(o.flags)])
-    report = {"lab": lab, "sandboxed": sandboxed, "outcomes": [asdict(o) for o in outcomes]}
-    (folder / f"{lab}.json").write_text(json.dumps(report, indent=1))
+    """Merge ``outcomes`` into ``grades/<lab>.json`` and ``.csv`` (other students' rows are kept)."""
+    rows = results.load(root, lab)
+    for o in outcomes:
+        rows[o.student] = {**rows.get(o.student, {}), **asdict(o), "sandboxed": sandboxed}
+    results.save(root, lab, rows)

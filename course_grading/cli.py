@@ -4,6 +4,10 @@
   the student versions into ``labs/``;
 - ``course-grade LAB`` (``python -m course_grading grade``, or ``autograde``):
   grade the submissions of a lab, each in a sandbox, into the gradebook;
+- ``course-intake LAB [DOWNLOAD]`` (``python -m course_grading intake``): lay
+  out a course platform's bulk download as ``submitted/<student>/<lab>/``;
+- ``course-report LAB`` (``python -m course_grading report``): an HTML page
+  and the CSV of a lab's grades, for reading at a glance;
 - ``course-check-release`` (``python -m course_grading check-release``):
   ``labs/`` and ``_build/html`` show no solution and no hidden test;
 - ``course-student-edition DEST --repo-url URL`` (``python -m course_grading
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 
 from course_grading.course import find_root, list_labs
 
-__all__ = ["main", "grade", "generate", "check_release", "student_edition"]
+__all__ = ["main", "grade", "generate", "check_release", "student_edition", "intake", "report"]
 
 
 def _generate_args(ap: argparse.ArgumentParser) -> None:
@@ -65,6 +69,8 @@ def _grade_args(ap: argparse.ArgumentParser) -> None:
                     help="seconds per cell before it is interrupted (default: ExecutePreprocessor.timeout)")
     ap.add_argument("--memory", type=int, default=4096, metavar="MB", help="memory limit per kernel in MiB (4096)")
     ap.add_argument("--student", action="append", help="grade only this student (repeatable)")
+    ap.add_argument("--force", action="store_true",
+                    help="grade again submissions that did not change since their recorded grade")
     ap.add_argument("--run-all", action="store_true", help="also run the cells after the last test cell")
     ap.add_argument("--no-feedback", action="store_true", help="skip nbgrader generate_feedback")
     ap.add_argument("--unsandboxed", action="store_true",
@@ -78,20 +84,91 @@ def _grade(args: argparse.Namespace) -> int:
     root = find_root()
     ok, why = sandbox.available()
     print(f"sandbox: {why}" if ok else f"sandbox: UNAVAILABLE ({why})")
+    kept: list = []
+
+    def show(outcome, fresh: bool) -> None:
+        if fresh:
+            print(outcome.summary(), flush=True)
+        else:
+            kept.append(outcome)
+
     try:
         outcomes = autograde(args.lab, args.submissions, root, jobs=args.jobs, timeout=args.timeout,
                              cell_timeout=args.cell_timeout, memory_mb=args.memory,
                              sandbox_required=not args.unsandboxed, run_all=args.run_all,
-                             students=args.student, feedback=not args.no_feedback)
+                             students=args.student, feedback=not args.no_feedback, force=args.force,
+                             on_result=show)
     except SandboxUnavailable as e:
         print(f"refusing to grade: {e}", file=sys.stderr)
         return 2
-    for o in outcomes:
-        print(o.summary())
-    graded = sum(o.status == "graded" for o in outcomes)
-    print(f"{graded} of {len(outcomes)} submissions graded; grades in grades/{args.lab}.csv"
-          + ("" if ok else "  (UNSANDBOXED)"))
-    return 0 if graded == len(outcomes) else 1
+    if kept:
+        print(f"{len(kept)} unchanged since their last grading, not graded again (--force grades them): "
+              + ", ".join(o.student for o in kept))
+        for o in kept:
+            if o.status != "graded":
+                print("  " + o.summary())
+    missing = sorted(set(args.student or []) - {o.student for o in outcomes + kept})
+    if missing:
+        print(f"no submission of {args.lab} for: {', '.join(missing)}")
+    graded = sum(o.status == "graded" for o in outcomes + kept)
+    print(f"{len(outcomes)} submissions graded in this run; {graded} of {len(outcomes) + len(kept)} graded in all; "
+          f"every row in grades/{args.lab}.csv" + ("" if ok else "  (UNSANDBOXED)"))
+    return 0 if graded == len(outcomes) + len(kept) and not missing else 1
+
+
+def _intake_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("lab", metavar="LAB", help="the assignment, e.g. lab02_attention")
+    ap.add_argument("download", nargs="?", metavar="DOWNLOAD",
+                    help="a zip file or folder from the course platform (default: downloaded/LAB/archive)")
+    ap.add_argument("--pattern", metavar="REGEX",
+                    help="regular expression with a group (?P<student>...) matched against each file name "
+                         "(default: <student>.ipynb or <student>_<anything>.ipynb)")
+    ap.add_argument("--submissions", metavar="DIR", help="where to lay them out (default: submitted/)")
+
+
+def _intake(args: argparse.Namespace) -> int:
+    from course_grading.intake import IntakeError, take_in
+
+    try:
+        done = take_in(args.lab, args.download, find_root(), pattern=args.pattern, submissions=args.submissions)
+    except IntakeError as e:
+        print(f"refusing the download: {e}", file=sys.stderr)
+        return 2
+    for student, files in done.students.items():
+        print(f"{student}: {', '.join(files)}")
+    sections = (("unchanged (already laid out)", done.unchanged), ("not matched to a student", done.unmatched),
+                ("refused", done.refused), ("dropped for a later file", done.superseded),
+                ("ignored (platform clutter)", done.ignored))
+    for title, items in sections:
+        if items:
+            print(f"{title}: {len(items)}")
+            for item in items:
+                print(f"  {item}")
+    for student, files in done.conflicts.items():
+        print(f"{student}: NOT laid out, several files and no timestamps to choose: {', '.join(files)}")
+    print(f"{len(done.students)} laid out, {len(done.unchanged)} unchanged, {len(done.conflicts)} clashes, "
+          f"{len(done.unmatched)} unmatched, {len(done.refused)} refused; in {done.dest}")
+    return 0 if done.ok else 1
+
+
+def _report_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("labs", nargs="+", metavar="LAB", help="the graded assignments, e.g. lab02_attention")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from course_grading.report import write_report
+
+    root = find_root()
+    status = 0
+    for lab in args.labs:
+        try:
+            page = write_report(lab, root)
+        except FileNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            status = 2
+            continue
+        print(f"wrote {page} and {page.with_suffix('.csv')}")
+    return status
 
 
 def _check_release_args(ap: argparse.ArgumentParser) -> None:
@@ -157,6 +234,10 @@ _COMMANDS: dict[str, _Command] = {
     "parts": _Command(None, "list a lab's graded parts and points", _parts_args, _parts),
     "grade": _Command("course-grade", "grade every submission of a lab, each in a sandbox, into gradebook.db "
                                       "(see instructors.md)", _grade_args, _grade, aliases=("autograde",)),
+    "intake": _Command("course-intake", "lay out a course platform's bulk download (zip or folder) as "
+                                        "submitted/<student>/<lab>/", _intake_args, _intake),
+    "report": _Command("course-report", "write grades/<lab>.html (figures, parts most missed, held, not graded, "
+                                        "flags) and grades/<lab>.csv", _report_args, _report),
     "check-release": _Command("course-check-release", "check that labs/ and _build/html show no solution "
                                                       "and no hidden test", _check_release_args, _check_release),
     "student-edition": _Command("course-student-edition", "write the student edition (see publishing.md)",
@@ -195,3 +276,5 @@ grade = _console_script("grade")
 generate = _console_script("generate")
 check_release = _console_script("check-release")
 student_edition = _console_script("student-edition")
+intake = _console_script("intake")
+report = _console_script("report")

@@ -79,6 +79,7 @@ INSTRUCTOR_ONLY: tuple[str, ...] = (
     "feedback/*",
     "release/*",
     "grades/*",
+    "downloaded/*",
     "README.md",  # the instructor README; students get README_STUDENT.md
     "README_STUDENT.md",
     "instructors.md",
@@ -89,6 +90,9 @@ INSTRUCTOR_ONLY: tuple[str, ...] = (
     "tests/test_leaks.py",
     "tests/hostile.py",
     "tests/test_student_edition.py",
+    "tests/test_intake.py",
+    "tests/test_incremental.py",
+    "tests/test_report.py",
 )
 
 #: Never copied from anywhere: caches and editor leftovers.
