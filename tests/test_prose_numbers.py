@@ -26,20 +26,24 @@ The heuristic, chapter by chapter (:func:`unglued_numbers`):
    **an input**: a number that appears literally in the chapter's own code
    (``max_new_tokens=25``, ``RECALL_STEPS = 2500``: the prose may repeat a
    setting the reader can see in the cell), a whole number below 10 (counts,
-   chapter and layer numbers, "two layers"), or a number in
-   :data:`ALLOWED`, the reviewed list of inputs and definitions that the code
-   does not spell literally, each with its reason.
+   chapter and layer numbers, "two layers"), a year ("the 2017 paper": a whole
+   number from 1900 to 2099 typed without a comma), a format's width ("16-bit",
+   "10 mantissa bits"), or a phrase in :data:`ALLOWED`, the reviewed list of
+   inputs, definitions, cited values and worked exercise arithmetic that the
+   code does not spell literally, each with its reason.
 
 What it catches: a result copied from an output into the text ("the LSTM
 reaches 1.61 nats", "accuracy 22.9 %", "a 32-token window"), also when the
-prose rounds it, and a stale copy of a value that used to be printed the
-same way.
+prose rounds it. It checks the run that built the book: a copy of a result
+that the run printed is caught.
 
 What it misses: results stated in words rather than digits ("stays near
 chance", "translates every held-out sentence", "the best order is n = 2"),
 which the chapters word so that they hold whatever the run prints (or glue
 as text), and which a reviewer must read for; results that are single
-digits; numbers printed in another form than the prose uses (a fraction
+digits; a result equal to an allowed number and typed within a few words of
+its allowed phrase; a typed result that has gone stale (the run now prints
+another value, so the old one no longer matches anything); numbers printed in another form than the prose uses (a fraction
 printed as ``0.219`` and typed as "22 %", a count printed as ``1e+03``);
 numbers a chapter computes without printing or gluing them; and a typed
 number that happens to equal an input of the code. ``intro.md`` and
@@ -82,6 +86,7 @@ ALLOWED: dict[str, list[tuple[str, str]]] = {
     "06_prompting": [
         ("the query 15", "exercise 4's given token counts"),
         ("11 coinciding pairs", "exercise 1's count, derived by hand from the six task definitions"),
+        ("10 to 100 examples", "how many examples GPT-3's window held, cited"),
     ],
     "07_generation": [
         ("probability 0.1 is", "an illustrative probability"),
