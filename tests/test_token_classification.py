@@ -275,3 +275,31 @@ def test_chapter5_ner_from_a_fixed_seed():
     # the fine-tuned encoder reads context: it beats the lexicon clearly, overall and on most types
     assert encoder["all"]["f1"] > lexicon["all"]["f1"] + 0.05
     assert encoder["all"]["f1"] > 0.8
+
+
+def test_classifier_matches_hugging_face_bert_for_token_classification():
+    """The same weights in BertForTokenClassification and in TokenClassifier(EncoderOnlyLM.from_hf(...))
+    give the same scores, padding included (nothing is downloaded: a tiny random BERT)."""
+    from transformers import BertConfig, BertForMaskedLM, BertForTokenClassification
+
+    torch.manual_seed(0)
+    cfg = BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=96,
+                     vocab_size=97, max_position_embeddings=48, pad_token_id=0, initializer_range=0.2,
+                     num_labels=7)
+    hf = BertForTokenClassification(cfg).eval()
+    mlm = BertForMaskedLM(cfg).eval()
+    mlm.bert.load_state_dict(hf.bert.state_dict())
+    ours = TokenClassifier(EncoderOnlyLM.from_hf(mlm), num_labels=7).eval()
+    with torch.no_grad():
+        ours.classifier.weight.copy_(hf.classifier.weight)
+        ours.classifier.bias.copy_(hf.classifier.bias)
+    ids = torch.randint(1, 97, (3, 20), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(3, 20, dtype=torch.long)
+    mask[1, 12:] = 0
+    labels = torch.randint(0, 7, (3, 20), generator=torch.Generator().manual_seed(2)).masked_fill(mask == 0, -100)
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, attention_mask=mask, labels=labels)
+        logits, loss = ours(ids, labels=labels, attention_mask=mask)
+    real = mask.bool()
+    assert (logits[real] - theirs.logits[real]).abs().max().item() < 1e-4
+    assert loss.item() == pytest.approx(theirs.loss.item(), abs=1e-5)
