@@ -10,6 +10,7 @@ module                    what it holds
 ``attention``             scaled dot-product and multi-head attention
 ``transformer``           encoder-only, decoder-only and encoder-decoder
 ``training``              one training loop for all three models
+``token_classification``  an encoder that tags tokens: NER and its F1
 ``tokenization``          character, word and byte-level BPE tokenizers
 ``data``                  offline corpora, batching and collators
 ``sampling``              temperature, top-k and top-p
@@ -47,6 +48,7 @@ _SUBMODULES = {
     "quantization",
     "rnn",
     "sampling",
+    "token_classification",
     "tokenization",
     "training",
     "transformer",
