@@ -13,6 +13,7 @@ in the `tokenizers` format (same special token as GPT-2's end of text).
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -45,6 +46,10 @@ def _t5():
                                                pad_token_id=0, eos_token_id=2047, decoder_start_token_id=0))
 
 
+# A chat template in the style of SmolLM2's: each turn between start and end markers, then the assistant's turn.
+CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
 # The real model each name stands for, built tiny and random with the same class.
 MODELS: dict[str, Callable] = {
     "openai-community/gpt2": _gpt2,
@@ -64,6 +69,11 @@ def build(cache: Path, name: str) -> Path:
     snapshot = repo / "snapshots" / revision
     model.save_pretrained(snapshot)
     save_hf(pretrained.load("prose").tokenizer, snapshot)
+    if name.endswith("-Instruct"):  # an instruct model's tokenizer carries its chat template
+        config_file = snapshot / "tokenizer_config.json"
+        config = json.loads(config_file.read_text())
+        config["chat_template"] = CHAT_TEMPLATE
+        config_file.write_text(json.dumps(config))
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text(revision)
     return snapshot
