@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["train_step", "generate", "encoder", "profiles", "cpu_efficiency", "bpe_training"]
+SCRIPTS = ["train_step", "generate", "encoder", "real_shapes", "profiles", "cpu_efficiency", "bpe_training"]
 
 
 def main(argv: list[str]) -> int:
