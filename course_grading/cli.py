@@ -4,6 +4,8 @@
   the student versions into ``labs/``;
 - ``course-grade LAB`` (``python -m course_grading grade``, or ``autograde``):
   grade the submissions of a lab, each in a sandbox, into the gradebook;
+- ``course-review LAB [STUDENT --accept|--reject]`` (``python -m course_grading
+  review``): list the submissions held for tampering, or decide on one;
 - ``course-check-release`` (``python -m course_grading check-release``):
   ``labs/`` and ``_build/html`` show no solution and no hidden test;
 - ``course-student-edition DEST --repo-url URL`` (``python -m course_grading
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 
 from course_grading.course import find_root, list_labs
 
-__all__ = ["main", "grade", "generate", "check_release", "student_edition"]
+__all__ = ["main", "grade", "review", "generate", "check_release", "student_edition"]
 
 
 def _generate_args(ap: argparse.ArgumentParser) -> None:
@@ -73,7 +75,7 @@ def _grade_args(ap: argparse.ArgumentParser) -> None:
 
 def _grade(args: argparse.Namespace) -> int:
     from course_grading import sandbox
-    from course_grading.autograde import SandboxUnavailable, autograde
+    from course_grading.autograde import PreflightError, SandboxUnavailable, autograde
 
     root = find_root()
     ok, why = sandbox.available()
@@ -83,7 +85,7 @@ def _grade(args: argparse.Namespace) -> int:
                              cell_timeout=args.cell_timeout, memory_mb=args.memory,
                              sandbox_required=not args.unsandboxed, run_all=args.run_all,
                              students=args.student, feedback=not args.no_feedback)
-    except SandboxUnavailable as e:
+    except (SandboxUnavailable, PreflightError) as e:
         print(f"refusing to grade: {e}", file=sys.stderr)
         return 2
     for o in outcomes:
@@ -91,7 +93,41 @@ def _grade(args: argparse.Namespace) -> int:
     graded = sum(o.status == "graded" for o in outcomes)
     print(f"{graded} of {len(outcomes)} submissions graded; grades in grades/{args.lab}.csv"
           + ("" if ok else "  (UNSANDBOXED)"))
+    n_held = sum(o.status == "held" for o in outcomes)
+    if n_held:
+        print(f"{n_held} held for review (tampering): see `course-review {args.lab}`")
     return 0 if graded == len(outcomes) else 1
+
+
+def _review_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("lab", metavar="LAB", help="the assignment, e.g. lab06_decoding")
+    ap.add_argument("student", nargs="?", metavar="STUDENT", help="the held submission to decide on")
+    decision = ap.add_mutually_exclusive_group()
+    decision.add_argument("--accept", action="store_true", help="write its kept grades into the gradebook")
+    decision.add_argument("--reject", action="store_true", help="record 0 for every test cell instead")
+
+
+def _review(args: argparse.Namespace) -> int:
+    from course_grading.review import decide, held
+
+    root = find_root()
+    if not args.student:
+        found = held(root, args.lab)
+        for student, kept in found.items():
+            print(f"{student}: " + " | ".join(kept["outcome"].get("evidence", [])))
+        print(f"{len(found)} submissions of {args.lab} held for review" +
+              (f"; decide with `course-review {args.lab} STUDENT --accept` or `--reject`" if found else ""))
+        return 0
+    if not (args.accept or args.reject):
+        print("give --accept or --reject", file=sys.stderr)
+        return 2
+    try:
+        score, top = decide(args.lab, args.student, accept=args.accept, root=root)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.student}: {score:g}/{top:g} {'accepted' if args.accept else 'rejected'}, written to gradebook.db")
+    return 0
 
 
 def _check_release_args(ap: argparse.ArgumentParser) -> None:
@@ -157,6 +193,8 @@ _COMMANDS: dict[str, _Command] = {
     "parts": _Command(None, "list a lab's graded parts and points", _parts_args, _parts),
     "grade": _Command("course-grade", "grade every submission of a lab, each in a sandbox, into gradebook.db "
                                       "(see instructors.md)", _grade_args, _grade, aliases=("autograde",)),
+    "review": _Command("course-review", "list the submissions held for tampering, accept or reject one "
+                                        "(see instructors.md)", _review_args, _review),
     "check-release": _Command("course-check-release", "check that labs/ and _build/html show no solution "
                                                       "and no hidden test", _check_release_args, _check_release),
     "student-edition": _Command("course-student-edition", "write the student edition (see publishing.md)",
@@ -192,6 +230,7 @@ def _console_script(name: str) -> Callable[[list[str] | None], int]:
 
 
 grade = _console_script("grade")
+review = _console_script("review")
 generate = _console_script("generate")
 check_release = _console_script("check-release")
 student_edition = _console_script("student-edition")
