@@ -85,6 +85,7 @@ class Outcome:
     cells: dict[str, float | None] = field(default_factory=dict)
     seconds: float = 0.0
     evidence: list[str] = field(default_factory=list)
+    check_seconds: float = 0.0
 
     def summary(self) -> str:
         """One line for the report, e.g. ``'alice: 12/12 graded; repaired: …'``."""
@@ -237,7 +238,7 @@ def _grade_one(task: dict) -> dict:
         timeout=int(min(task["cell_timeout"] or per_cell, task["timeout"])), notebook_timeout=task["timeout"],
         sandbox=task["sandbox"], memory_mb=task["memory_mb"], scratch=str(scratch), control=str(control),
         uid=62000 + (_SLOT or 0), threads=task["threads"], run_all=task["run_all"], lab=lab,
-        check=task.get("check", True))
+        check=cfg.SandboxedExecute.get("check", True))
     api = NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
     result = api.autograde(lab, out.student, force=True, create=True)
     try:
@@ -245,6 +246,7 @@ def _grade_one(task: dict) -> dict:
     except (OSError, ValueError):
         report = {"problems": []}
     out.problems = report["problems"]
+    out.check_seconds = report.get("check_seconds", 0.0)
     if report.get("environment"):  # the lab's own imports failed: the grading environment is broken
         out.reason = ("the grading environment is broken, not graded: " + report["environment"][0] +
                       " (fix the environment and grade again)")

@@ -50,6 +50,11 @@ __all__ = ["DELEGATES", "HARNESS", "Cell", "CheckResult", "CheckSpec", "check_ru
 #: Per lab and test cell, the reference implementations a student's answer must not call
 #: (``module:attribute`` or ``module:Class.method``). The test cell itself may call them.
 DELEGATES: dict[str, dict[str, list[str]]] = {
+    "lab01_next_word": {
+        "test_bigram_counts": ["course_utils.rnn:ngram_counts"],
+        "test_perplexity": ["course_utils.rnn:NGramLM.perplexity"],
+        "test_rnn_step": ["course_utils.rnn:rnn_step"],
+    },
     "lab02_attention": {
         "test_attention": ["course_utils.attention:scaled_dot_product_attention",
                            "torch.nn.functional:scaled_dot_product_attention"],
@@ -63,6 +68,9 @@ DELEGATES: dict[str, dict[str, list[str]]] = {
         "test_encode_decode": ["course_utils.tokenization:BPETokenizer.encode",
                                "course_utils.tokenization:BPETokenizer.decode"],
     },
+    "lab04_gpt": {
+        "test_span_corrupt": ["course_utils.data:span_corrupt"],
+    },
     "lab06_decoding": {
         "test_apply_temperature": ["course_utils.sampling:apply_temperature"],
         "test_top_k_filter": ["course_utils.sampling:top_k_filter"],
@@ -71,6 +79,19 @@ DELEGATES: dict[str, dict[str, list[str]]] = {
                           "course_utils.sampling:filtered_distribution",
                           "course_utils.transformer:DecoderOnlyLM.generate"],
         "test_metrics": ["course_utils.sampling:repetition_rate", "course_utils.sampling:distinct_n"],
+    },
+    "lab07_pretraining": {
+        "test_exact_dedup": ["course_utils.curation:exact_dedup"],
+        "test_near_dedup": ["course_utils.curation:near_dedup", "course_utils.curation:jaccard"],
+        "test_gopher_quality": ["course_utils.curation:gopher_quality"],
+    },
+    "lab08_memory": {
+        "test_weight_memory": ["course_utils.memory:model_memory"],
+        "test_training_memory": ["course_utils.memory:training_memory"],
+        "test_absmax": ["course_utils.quantization:absmax_quantize", "course_utils.quantization:absmax_dequantize"],
+        "test_zeropoint": ["course_utils.quantization:zeropoint_quantize",
+                           "course_utils.quantization:zeropoint_dequantize"],
+        "test_size_perplexity": ["course_utils.quantization:model_size_bytes"],
     },
 }
 
@@ -130,6 +151,10 @@ def _main(fd):
             return original(*args, **kwargs)
 
         setattr(owner, last, spy)
+        if not path:  # a function: also where its module and packages bind it under the same name
+            for mod in list(sys.modules.values()):
+                if getattr(mod, "__dict__", {}).get(last) is original:
+                    setattr(mod, last, spy)
 
     def alarm(signum, frame):
         raise TimeoutError("the cell ran past its time limit")

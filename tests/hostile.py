@@ -148,8 +148,9 @@ def battery(lab: str, root: str | Path | None = None, *, port: int = 9, marker: 
     dump = lambda nb: json.dumps(nb, indent=1)  # noqa: E731
     cases: list[Case] = []
 
-    def add(student, what, expected, nb, report=(), name=nb_name):
-        cases.append(Case(student, what, expected, {name: nb if isinstance(nb, str) else dump(nb)}, list(report)))
+    def add(student, what, expected, nb, report=(), name=nb_name, held=False):
+        cases.append(Case(student, what, expected, {name: nb if isinstance(nb, str) else dump(nb)}, list(report),
+                          held))
 
     add("correct", "the instructor's solution", T, lab_.solved(lab_.all()))
     add("untouched", "the release notebook as handed out", 0, lab_.release)
