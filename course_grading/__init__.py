@@ -17,7 +17,10 @@ module            what it holds
 ``flags``         what a submission's code does that deserves a look
 ``sandbox``       the jail: Linux namespaces, bind mounts and rlimits
 ``kernel``        a Jupyter kernel in the jail; nbgrader's Execute with nonces
+``integrity``     the passed tests re-run without IPython: tampering, delegation
+``preflight``     the lab's imports checked in the jail before grading
 ``autograde``     grading every submission of a lab into the gradebook
+``review``        submissions held for tampering: accept or reject
 ``leaks``         the one leak check: no solution line in what is published
 ``manifest``      what goes into the student edition, and what never does
 ``edition``       writing the student edition
@@ -25,7 +28,7 @@ module            what it holds
 ================  ==========================================================
 
 Commands (see :mod:`course_grading.cli`): ``course-generate``,
-``course-grade``, ``course-check-release``, ``course-student-edition``, or
+``course-grade``, ``course-review``, ``course-check-release``, ``course-student-edition``, or
 ``python -m course_grading COMMAND``. ``instructors.md`` and
 ``publishing.md`` describe the workflow.
 """

@@ -12,7 +12,7 @@ cells are run*, so it is caught by behaviour rather than by names:
   Python process (no IPython: there is no shell to rewire), one cell after
   another with ``exec``. The harness (:data:`HARNESS`) refuses tracing and
   profiling hooks (``sys.settrace``, ``sys.setprofile``, and interpreter symbols
-  reached through ``ctypes``) with an audit hook, which cannot be removed, and
+  and the frame-locals writers reached through ``ctypes``) with an audit hook, which cannot be removed, and
   puts back built-in functions the student replaced before each test cell.
 * only the test cells that passed in the first run are re-run; a test that
   passed in the kernel and fails here means the kernel ran something other
@@ -101,6 +101,10 @@ HARNESS = r'''
 import builtins, json, os, signal, sys
 
 
+FORBIDDEN = ("PyEval_SetTrace", "PyEval_SetProfile", "PyFrame_LocalsToFast", "PyFrame_FastToLocals",
+             "PyFrame_FastToLocalsWithError", "PyEval_SetProfileAllThreads", "PyEval_SetTraceAllThreads")
+
+
 def _main(fd):
     write, dumps, loads, compile_, exec_, getframe = os.write, json.dumps, json.loads, compile, exec, sys._getframe
     readline, type_name = sys.stdin.buffer.readline, type.__dict__["__name__"].__get__
@@ -112,7 +116,7 @@ def _main(fd):
 
     def hook(event, args):
         if event in ("sys.settrace", "sys.setprofile") or (
-                event == "ctypes.dlsym" and isinstance(args[1], str) and args[1].startswith(("Py", "_Py"))):
+                event == "ctypes.dlsym" and isinstance(args[1], str) and args[1].lstrip("_") in FORBIDDEN):
             send(evidence=f"tried to install a tracing hook or reach the interpreter's internals ({event})")
             raise RuntimeError(f"{event} is not allowed while grading")
 

@@ -328,13 +328,12 @@ def battery(lab: str, root: str | Path | None = None, *, port: int = 9, marker: 
     add("ast_transformer", "nothing solved; an AST transformer keeps only the last statement of every later cell",
         0, lab_.after_imports(lab_.solved([]), ast_last), ["passed in the notebook's kernel"], held=True)
 
-    run_cell = ("import IPython as _I\n_sh = vars(_I)['get_' + 'ipython']()\n_orig = _sh.run_cell\n"
-                "def _only_last(raw_cell, *args, **kwargs):\n"
-                "    lines = [line for line in raw_cell.splitlines() if line.strip()]\n"
-                "    return _orig(lines[-1] if lines else raw_cell, *args, **kwargs)\n"
-                "setattr(_sh, 'run_' + 'cell', _only_last)\n")
-    add("run_cell_patched", "nothing solved; run_cell replaced by one that runs only each cell's last line",
-        0, lab_.after_imports(lab_.solved([]), run_cell), ["passed in the notebook's kernel"], held=True)
+    hook = ("import importlib\n_sh = getattr(importlib.import_module('IPy' + 'thon'), 'get_' + 'ipython')()\n" +
+            last_line + "def _arm(*args):\n    hooks = getattr(_sh, 'input_' + 'transformers_post')\n"
+            "    if _last_line not in hooks:\n        hooks.append(_last_line)\n"
+            "getattr(_sh, 'events').register('pre_run_' + 'cell', _arm)\n")
+    add("event_hook", "nothing solved; an event hook installs the last-line transformer later, when the next cell "
+        "starts", 0, lab_.after_imports(lab_.solved([]), hook), ["passed in the notebook's kernel"], held=True)
 
     if lab in DELEGATED:
         k, code = DELEGATED[lab]

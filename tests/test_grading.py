@@ -47,7 +47,7 @@ JOBS, TIMEOUT, CELL_TIMEOUT, MEMORY_MB = 2, 150, 45, 1500
 REQUIRED_CASES = {"correct", "untouched", "partial", "tests_edited", "points_raised", "tests_deleted", "colab_copy",
                   "duplicated_split", "infinite_loop", "memory_bomb", "os_exit", "stderr", "monkeypatch",
                   "gradebook", "network", "other_student", "invalid_json", "input_transformer",
-                  "transformer_singleton", "ast_transformer", "run_cell_patched", "delegated", "honest_variant"}
+                  "transformer_singleton", "ast_transformer", "event_hook", "delegated", "honest_variant"}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -426,7 +426,7 @@ def test_each_submission_scores_what_its_honest_part_deserves(battery):
 
 def test_only_tampering_is_held(battery):
     """The IPython attacks (plain, through the shell's singleton with names built at run time, an AST
-    transformer, a patched run_cell) are held with evidence; nothing honest is held, the honest variant
+    transformer, an event hook that installs the transformer later) are held with evidence; nothing honest is held, the honest variant
     included (the false-hold check)."""
     held = {s for s, o in battery["outcomes"].items() if o["status"] == "held"}
     assert held == {c.student for c in battery["cases"] if c.held}
