@@ -5,6 +5,8 @@
   from the student's code (not from the test) is reported, a cell that defeats its time limit costs only
   its own part, and a result line forged by the student's code is noticed.
 * course_grading.preflight refuses an environment whose course package the jail cannot import.
+* course_grading.kernel's labels: a failed import in a lab cell marks the environment broken, one in the
+  student's code is a problem; "the test did not run to its end" only where no error was shown.
 (The whole pipeline, with the IPython attacks and the honest variants, is the battery in tests/test_grading.py.)
 """
 
@@ -150,3 +152,45 @@ def test_preflight_refuses_a_course_package_the_jail_cannot_import(course, monke
     assert cli.grade([lab]) == 2
     assert "refusing to grade" in capsys.readouterr().err
     assert not (course / "grades" / f"{lab}.csv").exists()
+
+
+def test_failed_imports_are_named_and_a_broken_lab_cell_is_the_environment():
+    """An import that fails in one of the lab's own cells means the grading environment is broken
+    (the submission is then not graded); one in the student's code is a problem of the submission."""
+    import nbformat
+
+    from course_grading.kernel import SandboxedExecute
+
+    def cell(kind, ename):
+        meta = {"nbgrader": {"grade_id": f"{kind}_cell", "locked": kind != "solution", "solution": kind == "solution",
+                             "grade": kind == "test", "points": 1}}
+        out = nbformat.v4.new_output("error", ename=ename, evalue=f"No module named '{kind}_pkg'", traceback=[])
+        return nbformat.v4.new_code_cell("import x", metadata=meta, outputs=[out])
+
+    ex = SandboxedExecute()
+    ex.report = {"problems": [], "not_run": [], "died": None}
+    nb = nbformat.v4.new_notebook(cells=[cell("solution", "ModuleNotFoundError"), cell("locked", "ImportError")])
+    ex._summarise(nb)
+    text = " ".join(ex.report["problems"])
+    assert "a package import failed in the submission's code" in text and "solution_pkg" in text
+    assert len(ex.report["environment"]) == 1 and "locked_cell" in ex.report["environment"][0]
+
+
+def test_the_hidden_traceback_label_only_where_no_error_was_shown():
+    import nbformat
+
+    from course_grading.kernel import SandboxedExecute
+
+    meta = {"nbgrader": {"grade_id": "t", "grade": True, "points": 1}}
+    shown = nbformat.v4.new_code_cell("assert f() == 1", metadata=meta, outputs=[
+        nbformat.v4.new_output("error", ename="AssertionError", evalue="wrong", traceback=["AssertionError: wrong"])])
+    hidden = nbformat.v4.new_code_cell("assert f() == 1", metadata=meta, outputs=[])
+    passed = nbformat.v4.new_code_cell("assert f() == 1", metadata=meta, outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text="n0nce\n")])
+    ex = SandboxedExecute()
+    ex.report = {"problems": [], "not_run": [], "died": None}
+    assert ex._judge(shown, "n0nce") is False and ex._judge(hidden, "n0nce") is False
+    assert ex._judge(passed, "n0nce") is True and passed.outputs == []
+    assert [o.ename for o in shown.outputs] == ["AssertionError"]  # its own error, no grader label under it
+    assert [o.ename for o in hidden.outputs] == ["GradingError"]
+    assert ex.report["problems"] == ["test cell 't' did not run to its end (its error was hidden?)"]
