@@ -252,13 +252,18 @@ def to_python(source: str) -> str:
 
 def resume_plan(kinds: list[str], killer: int, skip: set[int] = frozenset()) -> tuple[list[int], int]:
     """After the kernel was killed in cell ``killer``: the cells to replay in a fresh kernel
-    (every earlier non-test code cell, except those in ``skip``) and the index to resume at
-    (the first solution cell after a test cell at or after ``killer``; ``len(kinds)`` if none).
-    ``kinds`` gives each cell's kind, ``None`` for a cell that is not code.
+    (every earlier non-test code cell, except those in ``skip``) and the index to resume at:
+    the first solution cell after a test cell at or after ``killer`` when it was killed in a
+    part's solution or test cell (``len(kinds)`` if none), the next cell when it was killed in
+    any other cell (a demonstration belongs to no part). ``kinds`` gives each cell's kind,
+    ``None`` for a cell that is not code.
 
     Example: kinds ``['locked', 'solution', 'test', 'solution', 'test']`` killed in cell 2
     -> ``([0, 1], 3)``.
     """
+    replay = [i for i in range(killer) if kinds[i] is not None and kinds[i] != "test" and i not in skip]
+    if kinds[killer] not in ("test", "solution"):
+        return replay, killer + 1
     resume, seen_test = len(kinds), False
     for j in range(killer, len(kinds)):
         if kinds[j] == "test":
@@ -266,7 +271,6 @@ def resume_plan(kinds: list[str], killer: int, skip: set[int] = frozenset()) -> 
         elif kinds[j] == "solution" and seen_test:
             resume = j
             break
-    replay = [i for i in range(killer) if kinds[i] is not None and kinds[i] != "test" and i not in skip]
     return replay, resume
 
 
@@ -410,7 +414,8 @@ def check_run(cells: list[Cell], spec: CheckSpec) -> CheckResult:
             if kinds[killed_at] == "test":
                 result.tests[killed_at] = (False, f"the check run {how} in this cell")
             restarts += 1
-            replay, resume = resume_plan(kinds, killed_at, skip | {killed_at})
+            skip.add(killed_at)
+            replay, resume = resume_plan(kinds, killed_at, skip)
             for i in order:
                 if killed_at < i < resume and kinds[i] == "test":
                     result.tests.setdefault(i, (False, "not run: the check run was stopped before it"))

@@ -210,7 +210,7 @@ class SandboxedExecute(Execute):
             armed[i] = (nonce, nb.cells[i].source)
             nb.cells[i].source = nb.cells[i].source + f"\nprint({nonce!r})\n"
         self.report = {"problems": [], "not_run": [], "died": None, "held": [], "restarted": []}
-        position, replay, interrupted = 0, [], set()
+        position, replay, interrupted, self._stopped = 0, [], set(), set()
         while position <= last:
             killed = None
             try:
@@ -253,7 +253,8 @@ class SandboxedExecute(Execute):
             if killed is None:
                 break
             out_of_time = time.monotonic() - self._started >= self.notebook_timeout
-            replay, position = resume_plan(kinds, killed, interrupted | {killed})
+            self._stopped |= interrupted | {killed}
+            replay, position = resume_plan(kinds, killed, self._stopped)
             where = self._where(nb.cells[killed])
             if out_of_time or len(self.report["restarted"]) >= self.max_restarts:
                 self.report["died"] = (f"timeout: '{where}' ran past {self.timeout} s and ignored the interrupt; "
@@ -270,7 +271,7 @@ class SandboxedExecute(Execute):
                     self.report["not_run"].append(cell.metadata["nbgrader"]["grade_id"])
             self.report["problems"].append(
                 f"timeout: '{where}' ran past {self.timeout} s and ignored the interrupt; the kernel was stopped "
-                "and the later parts were graded in a fresh kernel")
+                "and grading went on in a fresh kernel")
         passed = set()
         for i, (nonce, source) in armed.items():
             nb.cells[i].source = source
@@ -288,9 +289,11 @@ class SandboxedExecute(Execute):
         """Re-run the cells without IPython (:mod:`course_grading.integrity`): hold the submission
         when a test that passed here fails there; zero a test whose answer delegated."""
         top = max(passed)
+        stopped = self._stopped | {i for i, c in enumerate(nb.cells[: top + 1])  # they would only stall here too
+                                   if any(o.get("ename") == "CellTimeoutError" for o in c.get("outputs", []))}
         cells = [Cell(i, kinds[i], to_python(c.source), c.metadata.get("nbgrader", {}).get("grade_id", ""))
                  for i, c in enumerate(nb.cells[: top + 1])
-                 if c.cell_type == "code" and (kinds[i] != "test" or i in passed)]
+                 if c.cell_type == "code" and (kinds[i] != "test" or i in passed) and i not in stopped]
         scratch = Path(self.scratch).with_name(Path(self.scratch).name + "-check")
         (scratch / "work").mkdir(parents=True, exist_ok=True)
         (scratch / "home").mkdir(exist_ok=True)

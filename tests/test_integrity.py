@@ -47,6 +47,7 @@ def test_resume_plan_skips_to_the_next_part():
     assert resume_plan(kinds, 5) == ([0, 1, 4], 8)  # killed in a solution cell: its test is skipped
     assert resume_plan(kinds, 9, skip={4}) == ([0, 1, 5, 8], 10)
     assert resume_plan(kinds, 1)[1] == 5
+    assert resume_plan(kinds, 4) == ([0, 1], 5)  # killed in a cell of no part (a demonstration): the next cell
 
 
 def test_check_run_refuses_tracing_and_restores_builtins(tmp_path):
