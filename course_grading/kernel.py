@@ -222,7 +222,8 @@ class SandboxedExecute(Execute):
                             self.preprocess_cell(copy.deepcopy(nb.cells[index]), resources, index)
                         except (CellTimeoutError, DeadKernelError):
                             self.km.kill_tree()
-                            self.report["died"] = f"the fresh kernel was stopped again in '{self._where(nb.cells[index])}'"
+                            where = self._where(nb.cells[index])
+                            self.report["died"] = f"the fresh kernel was stopped again in '{where}'"
                             break
                     for index in range(position, last + 1) if killed is None else ():
                         cell = nb.cells[index]

@@ -59,7 +59,8 @@ def write_grades(record: dict, db: Path, lab: str, student: str) -> tuple[float,
     with warnings.catch_warnings(), Gradebook(f"sqlite:///{db}") as gb:
         warnings.simplefilter("ignore")
         gb.update_or_create_student(student)
-        gb.update_or_create_submission(lab, student, **({"timestamp": record["timestamp"]} if record["timestamp"] else {}))
+        stamp = {"timestamp": record["timestamp"]} if record["timestamp"] else {}
+        gb.update_or_create_submission(lab, student, **stamp)
         for name, nb in record["notebooks"].items():
             real_nb = gb.find_submission_notebook(name, lab, student)
             real_nb.late_submission_penalty = nb["late_submission_penalty"]

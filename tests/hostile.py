@@ -379,7 +379,8 @@ HONEST: dict[str, dict[str, str]] = {
             "        s = torch.where(mask, s, torch.full_like(s, float('-inf')))\n"
             "    w = F.softmax(s, dim=-1)\n"
             "    return torch.matmul(w, v), w\n\n\n"
-            "print('attention of a 1x2x2 example:', attention(torch.eye(2)[None], torch.eye(2)[None], torch.eye(2)[None])[0])\n"),
+            "_eye = torch.eye(2)[None]\n"
+            "print('attention of a 1x2x2 example:', attention(_eye, _eye, _eye)[0])\n"),
         "causal_mask": (
             "def causal_mask(T, device=None):\n"
             "    m = torch.zeros(T, T, dtype=torch.bool, device=device)\n"
