@@ -25,7 +25,7 @@ NBVAL      := $(if $(wildcard solutions),solutions --nbval-lax)
 EXTRAS     := book,labs,test
 
 # The package's own tests: everything but the book, the labs and the instructors' tooling.
-PACKAGE_TESTS := $(filter-out tests/test_book.py tests/test_prose_numbers.py tests/test_site.py tests/test_labs.py tests/test_student_edition.py tests/test_grading.py tests/test_leaks.py tests/test_setup_cells.py,$(wildcard tests/test_*.py))
+PACKAGE_TESTS := $(filter-out tests/test_book.py tests/test_prose_numbers.py tests/test_site.py tests/test_labs.py tests/test_student_edition.py tests/test_grading.py tests/test_leaks.py tests/test_setup_cells.py tests/test_integrity.py tests/test_intake.py tests/test_incremental.py tests/test_report.py,$(wildcard tests/test_*.py))
 PY          ?=
 CONSTRAINTS ?= constraints.txt
 PYVENV      := _build/venv-test-python

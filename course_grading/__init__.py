@@ -19,7 +19,10 @@ module            what it holds
 ``sandbox``       the jail: Linux namespaces, bind mounts and rlimits
 ``kernel``        a Jupyter kernel in the jail; nbgrader's Execute with nonces
 ``intake``        a course platform's bulk download laid out as submitted/
+``preflight``     the lab's imports checked in the jail before grading
 ``autograde``     grading every new or changed submission of a lab into the gradebook
+``integrity``     the passed tests re-run without IPython: tampering, delegation
+``review``        submissions held for tampering: accept or reject
 ``results``       a lab's grades on disk (CSV, JSON), merged run after run
 ``report``        one HTML page per lab: figures, parts missed, held, flags
 ``leaks``         the one leak check: no solution line in what is published
@@ -29,7 +32,7 @@ module            what it holds
 ================  ==========================================================
 
 Commands (see :mod:`course_grading.cli`): ``course-generate``,
-``course-intake``, ``course-grade``, ``course-report``,
+``course-intake``, ``course-grade``, ``course-review``, ``course-report``,
 ``course-check-release``, ``course-student-edition``, or
 ``python -m course_grading COMMAND``. ``instructors.md`` and
 ``publishing.md`` describe the workflow.

@@ -49,9 +49,10 @@ from course_grading import results, sandbox
 from course_grading.course import course_config, course_folder, find_root, nbgrader_command, nbgrader_env
 from course_grading.flags import suspicious
 from course_grading.labs import generate
+from course_grading.preflight import PreflightError, preflight
 from course_grading.repair import MAX_NOTEBOOK_MB, SubmissionError, load_submission, repair
 
-__all__ = ["autograde", "Outcome", "SandboxUnavailable", "STUDENT_ID"]
+__all__ = ["autograde", "Outcome", "PreflightError", "SandboxUnavailable", "STUDENT_ID"]
 
 #: Student folders with other names are not graded (the name becomes a path and a gradebook key).
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}$")
@@ -65,8 +66,12 @@ class SandboxUnavailable(RuntimeError):
 class Outcome:
     """What happened to one submission.
 
-    ``status`` is ``'graded'`` or ``'not graded'``; ``problems`` names what went
-    wrong while running it (timeout, memory, kernel died, tampering),
+    ``status`` is ``'graded'``, ``'held'`` (its tests passed in the student's
+    kernel but not when re-run without IPython, see
+    :mod:`course_grading.integrity`: the score was computed but is neither in
+    the gradebook nor in the CSV until ``course-review`` accepts it; ``evidence``
+    says what was seen) or ``'not graded'``; ``problems`` names what went
+    wrong while running it (timeout, memory, kernel died, failed imports),
     ``repairs`` what :func:`course_grading.repair.repair` fixed, ``flags`` what
     :func:`course_grading.flags.suspicious` saw.
     """
@@ -81,6 +86,8 @@ class Outcome:
     flags: list[str] = field(default_factory=list)
     cells: dict[str, float | None] = field(default_factory=dict)
     seconds: float = 0.0
+    evidence: list[str] = field(default_factory=list)
+    check_seconds: float = 0.0
 
     def summary(self) -> str:
         """One line for the report, e.g. ``'alice: 12/12 graded; repaired: …'``."""
@@ -88,10 +95,21 @@ class Outcome:
         parts = [f"{self.student}: {score} {self.status}"]
         if self.reason:
             parts.append(self.reason)
-        for label, items in (("problems", self.problems), ("repaired", self.repairs), ("flagged", self.flags)):
+        for label, items in (("HELD FOR REVIEW", self.evidence), ("problems", self.problems),
+                             ("repaired", self.repairs), ("flagged", self.flags)):
             if items:
                 parts.append(f"{label}: " + "; ".join(items))
         return " | ".join(parts)
+
+
+def _preflight_message(lab: str, broken: list[str]) -> str:
+    """Why grading was refused, and what to do about it."""
+    from course_grading.sandbox import python_paths
+
+    return (f"the grading environment cannot run {lab}; no submission was graded:\n  " + "\n  ".join(broken) +
+            "\nThe jail sees only these folders: " + ", ".join(python_paths()) + ". Install the course "
+            "package into the virtual environment from this course's checkout (`pip install -e .` here, or a "
+            "regular `pip install .`) and the packages the lab imports, then grade again.")
 
 
 def _notebook_names(db: Path, lab: str) -> list[str]:
@@ -221,7 +239,8 @@ def _grade_one(task: dict) -> dict:
     cfg.SandboxedExecute.update(
         timeout=int(min(task["cell_timeout"] or per_cell, task["timeout"])), notebook_timeout=task["timeout"],
         sandbox=task["sandbox"], memory_mb=task["memory_mb"], scratch=str(scratch), control=str(control),
-        uid=62000 + (_SLOT or 0), threads=task["threads"], run_all=task["run_all"])
+        uid=62000 + (_SLOT or 0), threads=task["threads"], run_all=task["run_all"], lab=lab,
+        check=cfg.SandboxedExecute.get("check", True))
     api = NbGraderAPI(coursedir=CourseDirectory(config=cfg), config=cfg)
     result = api.autograde(lab, out.student, force=True, create=True)
     try:
@@ -229,6 +248,11 @@ def _grade_one(task: dict) -> dict:
     except (OSError, ValueError):
         report = {"problems": []}
     out.problems = report["problems"]
+    out.check_seconds = report.get("check_seconds", 0.0)
+    if report.get("environment"):  # the lab's own imports failed: the grading environment is broken
+        out.reason = ("the grading environment is broken, not graded: " + report["environment"][0] +
+                      " (fix the environment and grade again)")
+        return {**asdict(out), "seconds": time.monotonic() - started}
     if not result.get("success"):
         error = (result.get("error") or "").strip().splitlines()
         out.reason = "nbgrader autograde failed: " + (error[-1] if error else "see its log")
@@ -236,35 +260,29 @@ def _grade_one(task: dict) -> dict:
     feedback = api.generate_feedback(lab, out.student, force=True) if task["feedback"] else {"success": True}
     if not feedback.get("success"):
         out.problems.append("nbgrader generate_feedback failed")
-    out.status = "graded"
+    out.status = "held" if report.get("held") else "graded"
+    out.evidence = report.get("held", [])
     return {**asdict(out), "seconds": time.monotonic() - started, "course": str(course)}
 
 
 def _merge(result: dict, db: Path, lab: str, root: Path) -> None:
-    """Copy one student's grades from the throwaway gradebook into the real one (parent only)."""
-    from nbgrader.api import Gradebook
+    """Copy one student's grades from the throwaway gradebook into the real one (parent only);
+    a held submission's grades are kept aside for ``course-review`` instead (:mod:`course_grading.review`)."""
+    from course_grading import review
 
     warnings.filterwarnings("ignore", message=".*not in session.*")
     course = Path(result["course"])
     student = result["student"]
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as tmp, Gradebook(f"sqlite:///{db}") as gb:
-        graded = tmp.find_submission(lab, student)
-        gb.update_or_create_student(student)
-        timestamp = graded.timestamp.isoformat() if graded.timestamp else None
-        gb.update_or_create_submission(lab, student, **({"timestamp": timestamp} if timestamp else {}))
-        for nb in graded.notebooks:
-            real_nb = gb.find_submission_notebook(nb.name, lab, student)
-            real_nb.late_submission_penalty = nb.late_submission_penalty
-            for grade in nb.grades:
-                real = gb.find_grade(grade.name, nb.name, lab, student)
-                real.auto_score = grade.auto_score
-                real.needs_manual_grade = real.manual_score is not None or grade.auto_score is None
-            for comment in nb.comments:
-                gb.find_comment(comment.name, nb.name, lab, student).auto_comment = comment.auto_comment
-        gb.db.commit()
-        sub = gb.find_submission(lab, student)
-        result["score"], result["max_score"] = sub.score, sub.max_score
-        result["cells"] = {g.name: g.score for n in sub.notebooks for g in n.grades}
+    record = review.read_grades(course / "gradebook.db", lab, student)
+    if result["status"] == "held":
+        result["evidence"] = [f"would score {record['score']:g}/{record['max_score']:g}; not in the gradebook "
+                              f"until `course-review {lab} {student} --accept`", *result["evidence"]]
+        review.hold(root, lab, student, record, {k: v for k, v in result.items() if k not in ("course", "log")}, course)
+        return
+    result["score"], result["max_score"], result["cells"] = review.write_grades(record, db, lab, student)
+    held = review.held_folder(root, lab, student)
+    if held.exists():  # graded again, cleanly: an older hold no longer applies
+        shutil.rmtree(held)
     for kind in ("autograded", "feedback"):
         made = course / kind / student / lab
         target = course_folder(root, kind) / student / lab
@@ -361,6 +379,9 @@ def autograde(lab: str, submissions: str | os.PathLike | None = None, root: str 
     try:
         release = _ensure_assignment(root, lab, db, work)
         notebooks = _notebook_names(db, lab)
+        broken = preflight(release, notebooks, jailed, memory_mb)  # the lab's imports, in the jail, first
+        if broken:
+            raise PreflightError(_preflight_message(lab, broken))
         _template_gradebook(db, work / "template.db")
         known = _in_gradebook(db, lab)
         tasks, digests = [], {}
@@ -396,7 +417,7 @@ def autograde(lab: str, submissions: str | os.PathLike | None = None, root: str 
                 task = futures[future]
                 try:
                     result = future.result()
-                    if result["status"] == "graded":
+                    if result["status"] in ("graded", "held"):
                         _merge(result, db, lab, root)  # one at a time: the parent alone writes grades
                 except Exception as e:  # noqa: BLE001 - record it, grade the others
                     result = asdict(Outcome(task["student"], reason=f"grader error: {type(e).__name__}: {e}"))

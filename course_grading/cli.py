@@ -8,6 +8,8 @@
   out a course platform's bulk download as ``submitted/<student>/<lab>/``;
 - ``course-report LAB`` (``python -m course_grading report``): an HTML page
   and the CSV of a lab's grades, for reading at a glance;
+- ``course-review LAB [STUDENT --accept|--reject]`` (``python -m course_grading
+  review``): list the submissions held for tampering, or decide on one;
 - ``course-check-release`` (``python -m course_grading check-release``):
   ``labs/`` and ``_build/html`` show no solution and no hidden test;
 - ``course-student-edition DEST --repo-url URL`` (``python -m course_grading
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 
 from course_grading.course import find_root, list_labs
 
-__all__ = ["main", "grade", "generate", "check_release", "student_edition", "intake", "report"]
+__all__ = ["main", "grade", "review", "generate", "check_release", "student_edition", "intake", "report"]
 
 
 def _generate_args(ap: argparse.ArgumentParser) -> None:
@@ -79,7 +81,7 @@ def _grade_args(ap: argparse.ArgumentParser) -> None:
 
 def _grade(args: argparse.Namespace) -> int:
     from course_grading import sandbox
-    from course_grading.autograde import SandboxUnavailable, autograde
+    from course_grading.autograde import PreflightError, SandboxUnavailable, autograde
 
     root = find_root()
     ok, why = sandbox.available()
@@ -98,7 +100,7 @@ def _grade(args: argparse.Namespace) -> int:
                              sandbox_required=not args.unsandboxed, run_all=args.run_all,
                              students=args.student, feedback=not args.no_feedback, force=args.force,
                              on_result=show)
-    except SandboxUnavailable as e:
+    except (SandboxUnavailable, PreflightError) as e:
         print(f"refusing to grade: {e}", file=sys.stderr)
         return 2
     if kept:
@@ -107,6 +109,9 @@ def _grade(args: argparse.Namespace) -> int:
         for o in kept:
             if o.status != "graded":
                 print("  " + o.summary())
+    n_held = sum(o.status == "held" for o in outcomes + kept)
+    if n_held:
+        print(f"{n_held} held for review (tampering): see `course-review {args.lab}`")
     missing = sorted(set(args.student or []) - {o.student for o in outcomes + kept})
     if missing:
         print(f"no submission of {args.lab} for: {', '.join(missing)}")
@@ -169,6 +174,37 @@ def _report(args: argparse.Namespace) -> int:
             continue
         print(f"wrote {page} and {page.with_suffix('.csv')}")
     return status
+
+
+def _review_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("lab", metavar="LAB", help="the assignment, e.g. lab06_decoding")
+    ap.add_argument("student", nargs="?", metavar="STUDENT", help="the held submission to decide on")
+    decision = ap.add_mutually_exclusive_group()
+    decision.add_argument("--accept", action="store_true", help="write its kept grades into the gradebook")
+    decision.add_argument("--reject", action="store_true", help="record 0 for every test cell instead")
+
+
+def _review(args: argparse.Namespace) -> int:
+    from course_grading.review import decide, held
+
+    root = find_root()
+    if not args.student:
+        found = held(root, args.lab)
+        for student, kept in found.items():
+            print(f"{student}: " + " | ".join(kept["outcome"].get("evidence", [])))
+        print(f"{len(found)} submissions of {args.lab} held for review" +
+              (f"; decide with `course-review {args.lab} STUDENT --accept` or `--reject`" if found else ""))
+        return 0
+    if not (args.accept or args.reject):
+        print("give --accept or --reject", file=sys.stderr)
+        return 2
+    try:
+        score, top = decide(args.lab, args.student, accept=args.accept, root=root)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.student}: {score:g}/{top:g} {'accepted' if args.accept else 'rejected'}, written to gradebook.db")
+    return 0
 
 
 def _check_release_args(ap: argparse.ArgumentParser) -> None:
@@ -238,6 +274,8 @@ _COMMANDS: dict[str, _Command] = {
                                         "submitted/<student>/<lab>/", _intake_args, _intake),
     "report": _Command("course-report", "write grades/<lab>.html (figures, parts most missed, held, not graded, "
                                         "flags) and grades/<lab>.csv", _report_args, _report),
+    "review": _Command("course-review", "list the submissions held for tampering, accept or reject one "
+                                        "(see instructors.md)", _review_args, _review),
     "check-release": _Command("course-check-release", "check that labs/ and _build/html show no solution "
                                                       "and no hidden test", _check_release_args, _check_release),
     "student-edition": _Command("course-student-edition", "write the student edition (see publishing.md)",
@@ -273,6 +311,7 @@ def _console_script(name: str) -> Callable[[list[str] | None], int]:
 
 
 grade = _console_script("grade")
+review = _console_script("review")
 generate = _console_script("generate")
 check_release = _console_script("check-release")
 student_edition = _console_script("student-edition")

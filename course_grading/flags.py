@@ -1,8 +1,10 @@
 """Flags: what a submission's own code does that deserves an instructor's look.
 
-Flags never change a score: the jail (:mod:`course_grading.sandbox`) and the
-nonce of :mod:`course_grading.kernel` make the attempts harmless. They are in
-the report so that you can talk to the student. Example: a cell holding
+Flags never change a score: the jail (:mod:`course_grading.sandbox`), the
+nonce of :mod:`course_grading.kernel` and the re-run of
+:mod:`course_grading.integrity` (which holds a submission whose kernel was
+rewired, by behaviour, whatever names it used) make the attempts harmless.
+They are in the report so that you can talk to the student. Example: a cell holding
 ``import sqlite3`` gives ``['the gradebook']``.
 """
 

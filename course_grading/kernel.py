@@ -19,6 +19,7 @@ worker processes only. Plugging it into nbgrader::
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import secrets
@@ -37,6 +38,7 @@ from nbgrader.preprocessors import Execute
 from nbgrader.utils import is_grade
 from traitlets import Bool, Float, Int, Unicode
 
+from course_grading.integrity import DELEGATES, Cell, CheckSpec, check_run, compare, resume_plan, to_python
 from course_grading.sandbox import JailSpec, describe_status, jail_command, python_paths
 
 __all__ = ["SandboxKernelManager", "SandboxedExecute", "MEMORY_ERRORS"]
@@ -137,6 +139,15 @@ class SandboxKernelManager(AsyncKernelManager):
 
     cleanup_resources = _async_cleanup_resources
 
+
+def _kind(cell) -> str | None:
+    """``'test'``, ``'solution'``, ``'locked'`` or ``''`` for a code cell; None for any other cell."""
+    if cell.cell_type != "code":
+        return None
+    meta = cell.metadata.get("nbgrader", {})
+    return "test" if is_grade(cell) else "solution" if meta.get("solution") else "locked" if meta.get("locked") else ""
+
+
 class SandboxedExecute(Execute):
     """nbgrader's Execute preprocessor, hardened.
 
@@ -149,7 +160,14 @@ class SandboxedExecute(Execute):
       unless ``run_all``;
     * when the kernel dies (``os._exit``, a crash, the notebook time limit),
       the cells after it get a "not run" error instead of failing the
-      whole submission; ``report`` says what happened.
+      whole submission; ``report`` says what happened;
+    * when a cell ignores the interrupt, the kernel is stopped and grading
+      goes on in a fresh kernel from the next part (the earlier non-test
+      cells replayed first), so one stuck part costs only its own points;
+    * the tests that passed are re-run without IPython
+      (:mod:`course_grading.integrity`): if one fails there, ``report["held"]``
+      holds the evidence and the grader holds the submission for review; a
+      test whose answer called the part's reference implementation scores 0.
     """
 
     notebook_timeout = Float(600, help="wall-clock limit for the whole notebook, in seconds").tag(config=True)
@@ -161,68 +179,149 @@ class SandboxedExecute(Execute):
     threads = Int(1, help="BLAS/OpenMP threads of the kernel").tag(config=True)
     run_all = Bool(False, help="also run the cells after the last test cell").tag(config=True)
 
+    check = Bool(True, help="re-run the passed tests without IPython and hold the submission on disagreement "
+                            "(course_grading.integrity)").tag(config=True)
+    lab = Unicode("", help="the lab being graded (selects the references its parts must not call)").tag(config=True)
+    max_restarts = Int(3, help="fresh kernels started after a kernel was stopped for ignoring an interrupt").tag(
+        config=True)
+
     def create_kernel_manager(self):
+        left = self.notebook_timeout - (time.monotonic() - getattr(self, "_started", time.monotonic()))
         self.km = SandboxKernelManager(
             kernel_name=self.kernel_name or "python3", config=self.config, scratch=self.scratch,
             control=self.control, jail=self.sandbox, memory_mb=self.memory_mb, uid=self.uid,
-            threads=self.threads, deadline=self.notebook_timeout)
+            threads=self.threads, deadline=max(left, 1.0))
         return self.km
 
     def preprocess(self, nb, resources=None, km=None):
         from nbclient.client import NotebookClient
 
         NotebookClient.__init__(self, nb, km)
+        self._started = time.monotonic()
         self.reset_execution_trackers()
         self._check_assign_resources(resources)
         self._prepare_scratch(resources)
         tests = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and is_grade(c)]
         last = len(nb.cells) - 1 if self.run_all else max(tests, default=-1)
+        kinds = [_kind(c) for c in nb.cells]
         armed = {}
         for i in tests:
             nonce = secrets.token_hex(16)
             armed[i] = (nonce, nb.cells[i].source)
             nb.cells[i].source = nb.cells[i].source + f"\nprint({nonce!r})\n"
-        self.report = {"problems": [], "not_run": [], "died": None}
-        try:
-            with self.setup_kernel():
-                info = self.wait_for_reply(self.kc.kernel_info())
-                nb.metadata["language_info"] = info["content"]["language_info"]
-                for index, cell in enumerate(nb.cells[: last + 1]):
-                    if self.report["died"]:
+        self.report = {"problems": [], "not_run": [], "died": None, "held": [], "restarted": []}
+        position, replay, interrupted, self._stopped = 0, [], set(), set()
+        while position <= last:
+            killed = None
+            try:
+                with self.setup_kernel():
+                    info = self.wait_for_reply(self.kc.kernel_info())
+                    nb.metadata["language_info"] = info["content"]["language_info"]
+                    for index in replay:  # a fresh kernel: the definitions first, their outputs discarded
+                        try:
+                            self.preprocess_cell(copy.deepcopy(nb.cells[index]), resources, index)
+                        except (CellTimeoutError, DeadKernelError):
+                            self.km.kill_tree()
+                            where = self._where(nb.cells[index])
+                            self.report["died"] = f"the fresh kernel was stopped again in '{where}'"
+                            break
+                    for index in range(position, last + 1) if killed is None else ():
+                        cell = nb.cells[index]
+                        if self.report["died"]:
+                            self._not_run(cell)
+                            continue
+                        try:
+                            self.preprocess_cell(cell, resources, index)
+                        except DeadKernelError:
+                            self.report["died"] = self._death(cell)
+                            cell.outputs.append(self._error("KernelDied", self.report["died"]))
+                        except CellTimeoutError:  # the interrupt did not stop it: stop the kernel
+                            self.km.kill_tree()
+                            killed = index
+                            cell.outputs.append(self._error(
+                                "CellTimeoutError", f"'{self._where(cell)}' ran past {self.timeout} s and ignored "
+                                                    "the interrupt; the kernel was stopped"))
+                            break
+                        if any(o.get("ename") == "CellTimeoutError" for o in cell.get("outputs", [])):
+                            interrupted.add(index)
+            except Exception as e:  # noqa: BLE001 - a kernel that never started, or failed the client
+                if not self.report["died"]:
+                    self.report["died"] = f"the kernel failed: {type(e).__name__}: {str(e)[:200]}{self._log_tail()}"
+                for cell in nb.cells[position: last + 1]:
+                    if cell.cell_type == "code" and not cell.get("outputs"):
                         self._not_run(cell)
-                        continue
-                    try:
-                        self.preprocess_cell(cell, resources, index)
-                    except DeadKernelError:
-                        self.report["died"] = self._death(cell)
-                        cell.outputs.append(self._error("KernelDied", self.report["died"]))
-                    except CellTimeoutError:  # the interrupt did not stop it: stop the kernel
-                        self.km.kill_tree()
-                        self.report["died"] = (f"timeout: '{self._where(cell)}' ran past {self.timeout} s and "
-                                               "ignored the interrupt; the kernel was stopped")
-                        cell.outputs.append(self._error("CellTimeoutError", self.report["died"]))
-        except Exception as e:  # noqa: BLE001 - a kernel that never started, or failed the client
-            if not self.report["died"]:
-                self.report["died"] = f"the kernel failed: {type(e).__name__}: {str(e)[:200]}{self._log_tail()}"
-            for cell in nb.cells[: last + 1]:
-                if cell.cell_type == "code" and not cell.get("outputs"):
+                break
+            if killed is None:
+                break
+            out_of_time = time.monotonic() - self._started >= self.notebook_timeout
+            self._stopped |= interrupted | {killed}
+            replay, position = resume_plan(kinds, killed, self._stopped)
+            where = self._where(nb.cells[killed])
+            if out_of_time or len(self.report["restarted"]) >= self.max_restarts:
+                self.report["died"] = (f"timeout: '{where}' ran past {self.timeout} s and ignored the interrupt; "
+                                       "the kernel was stopped")
+                for cell in nb.cells[killed + 1: last + 1]:
                     self._not_run(cell)
-        finally:
-            for i, (nonce, source) in armed.items():
-                nb.cells[i].source = source
-                self._judge(nb.cells[i], nonce)
+                break
+            self.report["restarted"].append(where)
+            skipped = [c for c in nb.cells[killed + 1: position] if c.cell_type == "code"]
+            for cell in skipped:
+                cell.outputs = [self._error("NotRun", f"not run: the kernel was stopped in '{where}' (it ignored "
+                                                      "the interrupt); grading went on in a fresh kernel")]
+                if is_grade(cell):
+                    self.report["not_run"].append(cell.metadata["nbgrader"]["grade_id"])
+            self.report["problems"].append(
+                f"timeout: '{where}' ran past {self.timeout} s and ignored the interrupt; the kernel was stopped "
+                "and grading went on in a fresh kernel")
+        passed = set()
+        for i, (nonce, source) in armed.items():
+            nb.cells[i].source = source
+            if self._judge(nb.cells[i], nonce):
+                passed.add(i)
+        if self.check and passed:
+            self._check(nb, passed, kinds)
         self._summarise(nb)
         self.set_widgets_metadata()
         if self.control:
             Path(self.control, "execution.json").write_text(json.dumps(self.report))
         return nb, self.resources
 
+    def _check(self, nb, passed: set[int], kinds: list) -> None:
+        """Re-run the cells without IPython (:mod:`course_grading.integrity`): hold the submission
+        when a test that passed here fails there; zero a test whose answer delegated."""
+        top = max(passed)
+        stopped = self._stopped | {i for i, c in enumerate(nb.cells[: top + 1])  # they would only stall here too
+                                   if any(o.get("ename") == "CellTimeoutError" for o in c.get("outputs", []))}
+        cells = [Cell(i, kinds[i], to_python(c.source), c.metadata.get("nbgrader", {}).get("grade_id", ""))
+                 for i, c in enumerate(nb.cells[: top + 1])
+                 if c.cell_type == "code" and (kinds[i] != "test" or i in passed) and i not in stopped]
+        scratch = Path(self.scratch).with_name(Path(self.scratch).name + "-check")
+        (scratch / "work").mkdir(parents=True, exist_ok=True)
+        (scratch / "home").mkdir(exist_ok=True)
+        self._copy_submission_files(scratch / "work")
+        left = self.notebook_timeout - (time.monotonic() - self._started)
+        spec = CheckSpec(scratch=str(scratch), control=self.control, jail=self.sandbox, memory_mb=self.memory_mb,
+                         uid=self.uid, env=_jail_env(str(scratch), self.threads), cell_timeout=self.timeout,
+                         deadline=self.notebook_timeout, delegates=DELEGATES.get(self.lab, {}))
+        result = check_run(cells, spec)
+        names = {i: nb.cells[i].metadata["nbgrader"]["grade_id"] for i in passed}
+        evidence, zeroed = compare(names, passed, result)
+        self.report["held"] = evidence
+        self.report["check_seconds"] = round(result.seconds, 1)
+        for i, why in zeroed.items():
+            nb.cells[i].outputs.insert(0, self._error("Delegated", why))
+            self.report["problems"].append(f"'{names[i]}' scored 0: {why}")
+
     def _prepare_scratch(self, resources) -> None:
         """Copy the submission's folder (files only, no notebooks, no links) into the scratch."""
         work = Path(self.scratch, "work")
         for sub in ("work", "home", "ipc"):
             Path(self.scratch, sub).mkdir(parents=True, exist_ok=True)
-        source = (resources or {}).get("metadata", {}).get("path") or "."
+        self._source = (resources or {}).get("metadata", {}).get("path") or "."
+        self._copy_submission_files(work)
+
+    def _copy_submission_files(self, work: Path) -> None:
+        source = self._source
         for folder, _, files in os.walk(source):  # does not follow links
             for name in files:
                 path = Path(folder, name)
@@ -259,8 +358,8 @@ class SandboxedExecute(Execute):
             return ""
         return (": " + " | ".join(tail))[:300] if tail else ""
 
-    def _judge(self, cell, nonce: str) -> None:
-        """Keep the points of a test cell only if it demonstrably ran to its end."""
+    def _judge(self, cell, nonce: str) -> bool:
+        """Keep the points of a test cell only if it demonstrably ran to its end; True if it passed."""
         printed, kept = False, []
         for out in cell.get("outputs", []):
             if out.output_type == "stream" and out.name == "stdout" and nonce in out.text:
@@ -273,12 +372,11 @@ class SandboxedExecute(Execute):
             kept.append(out)
         failed = any(o.output_type == "error" or (o.output_type == "stream" and o.name == "stderr") for o in kept)
         cell.outputs = kept
-        if not printed and not failed:
+        if not printed and not failed:  # no error shown, yet the test did not finish: its traceback was hidden
             gid = cell.metadata["nbgrader"]["grade_id"]
             self.report["problems"].append(f"test cell '{gid}' did not run to its end (its error was hidden?)")
             cell.outputs.insert(0, self._error("GradingError", "the test did not run to its end"))
-        elif not printed:
-            cell.outputs.insert(0, self._error("GradingError", "the test did not run to its end"))
+        return printed and not failed
 
     def _summarise(self, nb) -> None:
         problems = self.report["problems"]
@@ -290,6 +388,11 @@ class SandboxedExecute(Execute):
                     problem = f"'{where}' interrupted after {self.timeout} s"
                 elif any(m in text for m in MEMORY_ERRORS):
                     problem = f"memory limit ({self.memory_mb} MB) reached in '{where}'"
+                elif out.get("ename") in ("ModuleNotFoundError", "ImportError") and _kind(cell) in ("test", "locked"):
+                    problem = f"import failed in '{where}', a cell of the lab: {text.strip()[:200]}"
+                    self.report.setdefault("environment", []).append(problem)
+                elif out.get("ename") in ("ModuleNotFoundError", "ImportError"):
+                    problem = f"a package import failed in the submission's code: {text.strip()[:200]}"
                 elif out.output_type == "stream" and out.name == "stderr" and is_grade(cell):
                     problem = f"test cell '{where}' wrote to stderr (nbgrader scores that 0)"
                 else:

@@ -93,6 +93,7 @@ INSTRUCTOR_ONLY: tuple[str, ...] = (
     "tests/test_intake.py",
     "tests/test_incremental.py",
     "tests/test_report.py",
+    "tests/test_integrity.py",
 )
 
 #: Never copied from anywhere: caches and editor leftovers.

@@ -5,8 +5,12 @@ solved from the instructor's solution) and then breaks or attacks something:
 the notebook's structure (deleted, edited, duplicated, reordered cells, lost
 metadata, invalid JSON), the kernel (infinite loops, memory, ``os._exit``,
 stray processes, stderr), or the grading itself (patched comparisons, hidden
-tracebacks, the gradebook, the network, other people's files). The expected
-score is what the honest part earns; the cheat must add nothing.
+tracebacks, the gradebook, the network, other people's files, IPython's
+machinery rewired so that later cells run something else, answers delegated
+to the package's reference implementations). The expected score is what the
+honest part earns; the cheat must add nothing. Tampering with how later cells
+run is *held* for review (no score exported). An honest variant (correct
+answers written differently) must get full marks and never be held.
 
     python tests/hostile.py lab02_attention --out /tmp/battery   # writes <student>/<lab>/...
     python tests/hostile.py lab02_attention --list               # names, expected scores
@@ -34,13 +38,15 @@ from course_grading.labs import graded_parts
 class Case:
     """One hostile submission: its files, the score it deserves and what the
     grading report must mention (lower-case words found in its reason,
-    problems, repairs or flags)."""
+    problems, repairs, flags or evidence). A ``held`` case must be held for
+    review; ``expected`` is then the score an accepted review writes."""
 
     student: str
     what: str
     expected: float | None  # None: not graded at all
     files: dict[str, str]  # path inside <student>/<lab>/ -> content
     report: list[str] = field(default_factory=list)
+    held: bool = False  # held for review: no score in the gradebook nor in the CSV
 
 
 _src = cell_source
@@ -142,8 +148,9 @@ def battery(lab: str, root: str | Path | None = None, *, port: int = 9, marker: 
     dump = lambda nb: json.dumps(nb, indent=1)  # noqa: E731
     cases: list[Case] = []
 
-    def add(student, what, expected, nb, report=(), name=nb_name):
-        cases.append(Case(student, what, expected, {name: nb if isinstance(nb, str) else dump(nb)}, list(report)))
+    def add(student, what, expected, nb, report=(), name=nb_name, held=False):
+        cases.append(Case(student, what, expected, {name: nb if isinstance(nb, str) else dump(nb)}, list(report),
+                          held))
 
     add("correct", "the instructor's solution", T, lab_.solved(lab_.all()))
     add("untouched", "the release notebook as handed out", 0, lab_.release)
@@ -202,8 +209,8 @@ def battery(lab: str, root: str | Path | None = None, *, port: int = 9, marker: 
 
     body = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n" + loop
     nb = lab_.append_to_part(lab_.solved(lab_.all()), 2, _redefine(lab_.part_functions(2), body))
-    add("unstoppable_loop", "all solved, but part 2's functions ignore interrupts and loop forever",
-        P[0], nb, ["timeout", "not run"])
+    add("unstoppable_loop", "all solved, but part 2's functions ignore interrupts and loop forever "
+        "(the later parts are graded in a fresh kernel)", T - P[1], nb, ["timeout", "fresh kernel"])
 
     body = ("hoard = []\nfor _ in range(40):  # 4 GB at most, even without a limit\n"
             "    hoard.append(b'\\x01' * (100 * 2**20))\nreturn hoard")
@@ -297,7 +304,168 @@ def battery(lab: str, root: str | Path | None = None, *, port: int = 9, marker: 
 
     add("invalid_json", "all solved, but the file was truncated", None,
         dump(lab_.solved(lab_.all()))[:-300], ["invalid json"])
+
+    # Rewiring IPython so that later cells run something else: held for review, however it is reached.
+    last_line = ("def _last_line(lines):\n    code = [line for line in lines if line.strip()]\n"
+                 "    return code[-1:] or lines\n")
+    transformer = "ip = get_ipython()\n" + last_line + "ip.input_transformers_post.append(_last_line)\n"
+    add("input_transformer", "nothing solved; an input transformer rewrites every later cell to its last line "
+        "(the grader's nonce print)", 0, lab_.after_imports(lab_.solved([]), transformer),
+        ["passed in the notebook's kernel", "would score"], held=True)
+
+    singleton = ("import importlib\n_m = importlib.import_module('IPy' + 'thon.core.' + 'interactive' + 'shell')\n"
+                 "_sh = getattr(getattr(_m, 'Interactive' + 'Shell'), 'inst' + 'ance')()\n" + last_line +
+                 "getattr(_sh, '_'.join(['input', 'trans' + 'formers', 'post'])).append(_last_line)\n")
+    add("transformer_singleton", "nothing solved; the same transformer, registered through the shell class's "
+        "singleton with attribute names built at run time (no flag catches it)", 0,
+        lab_.after_imports(lab_.solved([]), singleton), ["passed in the notebook's kernel"], held=True)
+
+    ast_last = ("import ast, importlib\n_m = importlib.import_module('IPy' + 'thon')\n"
+                "_sh = getattr(_m, 'get_' + 'ipython')()\n"
+                "class _Last(ast.NodeTransformer):\n    def visit_Module(self, node):\n"
+                "        node.body = node.body[-1:]\n        return node\n"
+                "getattr(_sh, 'ast_' + 'transformers').append(_Last())\n")
+    add("ast_transformer", "nothing solved; an AST transformer keeps only the last statement of every later cell",
+        0, lab_.after_imports(lab_.solved([]), ast_last), ["passed in the notebook's kernel"], held=True)
+
+    hook = ("import importlib\n_sh = getattr(importlib.import_module('IPy' + 'thon'), 'get_' + 'ipython')()\n" +
+            last_line + "def _arm(*args):\n    hooks = getattr(_sh, 'input_' + 'transformers_post')\n"
+            "    if _last_line not in hooks:\n        hooks.append(_last_line)\n"
+            "getattr(_sh, 'events').register('pre_run_' + 'cell', _arm)\n")
+    add("event_hook", "nothing solved; an event hook installs the last-line transformer later, when the next cell "
+        "starts", 0, lab_.after_imports(lab_.solved([]), hook), ["passed in the notebook's kernel"], held=True)
+
+    if lab in DELEGATED:
+        k, code = DELEGATED[lab]
+        nb = lab_.solved(lab_.all())
+        for gid in lab_.parts[k - 1].solution_ids:
+            for cell in nb["cells"]:
+                if _gid(cell) == gid:
+                    cell["source"] = code if gid == lab_.parts[k - 1].solution_ids[0] else "pass"
+        add("delegated", f"all solved, but part {k} only calls the package's reference implementation", T - P[k - 1],
+            nb, ["reference implementation"])
+
+    if lab in HONEST:
+        nb = copy.deepcopy(lab_.release)
+        for cell in nb["cells"]:
+            if _gid(cell) in HONEST[lab]:
+                cell["source"] = HONEST[lab][_gid(cell)]
+        nb = lab_.after_imports(nb, "import numpy as np\nimport matplotlib.pyplot as plt\n"
+                                    "print('my notes: trying things out')\n")
+        add("honest_variant", "all solved correctly in the student's own way: loops, helpers, other names, "
+            "numpy where allowed, prints and a plot", T, nb)
     return cases
+
+
+#: Per lab, a part answered by calling the package's reference implementation (scores 0 for that part).
+DELEGATED: dict[str, tuple[int, str]] = {
+    "lab02_attention": (1, "from course_utils.attention import scaled_dot_product_attention\n\n\n"
+                           "def attention(q, k, v, mask=None):\n"
+                           "    return scaled_dot_product_attention(q, k, v, mask=mask)\n"),
+    "lab03_tokenization": (1, "from course_utils import tokenization as _tk\n\n\n"
+                              "def get_pair_counts(ids):\n    return _tk.get_pair_counts(ids)\n\n\n"
+                              "def merge(ids, pair, new_id):\n    return _tk.merge(ids, pair, new_id)\n"),
+}
+
+#: Per lab, correct answers written differently (solution cell id -> code): never held, full marks.
+HONEST: dict[str, dict[str, str]] = {
+    "lab02_attention": {
+        "attention": (
+            "def _scores(queries, keys):\n"
+            "    return torch.matmul(queries, keys.transpose(-1, -2)) / keys.size(-1) ** 0.5\n\n\n"
+            "def attention(q, k, v, mask=None):\n"
+            "    s = _scores(q, k)\n"
+            "    if mask is not None:\n"
+            "        s = torch.where(mask, s, torch.full_like(s, float('-inf')))\n"
+            "    w = F.softmax(s, dim=-1)\n"
+            "    return torch.matmul(w, v), w\n\n\n"
+            "_eye = torch.eye(2)[None]\n"
+            "print('attention of a 1x2x2 example:', attention(_eye, _eye, _eye)[0])\n"),
+        "causal_mask": (
+            "def causal_mask(T, device=None):\n"
+            "    m = torch.zeros(T, T, dtype=torch.bool, device=device)\n"
+            "    for i in range(T):\n"
+            "        m[i, : i + 1] = True\n"
+            "    return m\n"),
+        "split_merge_heads": (
+            "def split_heads(x, n_head):\n"
+            "    batch, length, width = x.shape\n"
+            "    if width % n_head:\n"
+            "        raise ValueError('n_head must divide the width')\n"
+            "    return x.reshape(batch, length, n_head, width // n_head).permute(0, 2, 1, 3)\n\n\n"
+            "def merge_heads(x):\n"
+            "    batch, heads, length, size = x.shape\n"
+            "    return x.permute(0, 2, 1, 3).contiguous().view(batch, length, heads * size)\n"),
+        "multi_head_attention": (
+            "def multi_head_attention(x, w_qkv, b_qkv, w_out, b_out, n_head, mask=None):\n"
+            "    wq, wk, wv = w_qkv.chunk(3, dim=0)\n"
+            "    bq, bk, bv = b_qkv.chunk(3)\n"
+            "    heads = [split_heads(F.linear(x, w, b), n_head) for w, b in ((wq, bq), (wk, bk), (wv, bv))]\n"
+            "    out, weights = attention(*heads, mask=mask)\n"
+            "    return F.linear(merge_heads(out), w_out, b_out), weights\n\n\n"
+            "plt.figure()\nplt.plot([0, 1], [1, 0])\nplt.title('a plot of my own')\nplt.show()\n"),
+        "offset_attention": (
+            "def offset_attention(weights, offset):\n"
+            "    w = weights.detach().cpu().numpy()\n"
+            "    return float(np.diagonal(w, offset=-offset, axis1=-2, axis2=-1).mean())\n"),
+    },
+    "lab03_tokenization": {
+        "get_pair_counts": (
+            "from collections import Counter\n\n\n"
+            "def get_pair_counts(ids):\n    return Counter(zip(ids, ids[1:]))\n"),
+        "merge": (
+            "def merge(ids, pair, new_id):\n"
+            "    result, skip = [], False\n"
+            "    for a, b in zip(ids, list(ids[1:]) + [None]):\n"
+            "        if skip:\n            skip = False\n            continue\n"
+            "        if (a, b) == tuple(pair):\n            result.append(new_id)\n            skip = True\n"
+            "        else:\n            result.append(a)\n"
+            "    return result\n"),
+        "train_bpe": (
+            "def train_bpe(text, n_merges):\n"
+            "    tokens = list(text.encode('utf-8'))\n"
+            "    learned = {}\n"
+            "    for step in range(n_merges):\n"
+            "        counts = get_pair_counts(tokens)\n"
+            "        if not counts:\n            break\n"
+            "        best = max(counts.values())\n"
+            "        pair = min(p for p, c in counts.items() if c == best)\n"
+            "        learned[pair] = 256 + step\n"
+            "        tokens = merge(tokens, pair, 256 + step)\n"
+            "    print(f'learned {len(learned)} merges')\n"
+            "    return learned\n"),
+        "encode": (
+            "def encode(text, merges):\n"
+            "    tokens = list(text.encode('utf-8'))\n"
+            "    for pair, new_id in merges.items():  # in the order learned\n"
+            "        tokens = merge(tokens, pair, new_id)\n"
+            "    return tokens\n"),
+        "decode": (
+            "def _token_bytes(merges):\n"
+            "    table = {i: bytes([i]) for i in range(256)}\n"
+            "    for (a, b), new_id in merges.items():\n"
+            "        table[new_id] = table[a] + table[b]\n"
+            "    return table\n\n\n"
+            "def decode(ids, merges):\n"
+            "    table = _token_bytes(merges)\n"
+            "    return b''.join(table[i] for i in ids).decode('utf-8', errors='replace')\n"),
+        "positional_encoding": (
+            "def positional_encoding(T, d, device=None):\n"
+            "    pe = np.zeros((T, d), dtype=np.float64)\n"
+            "    for pos in range(T):\n"
+            "        for i in range(0, d, 2):\n"
+            "            angle = pos / 10000 ** (i / d)\n"
+            "            pe[pos, i] = np.sin(angle)\n"
+            "            if i + 1 < d:\n"
+            "                pe[pos, i + 1] = np.cos(angle)\n"
+            "    return torch.tensor(pe, dtype=torch.float32, device=device)\n"),
+        "nearest_neighbours": (
+            "def nearest_neighbours(E, idx, k):\n"
+            "    sims = F.cosine_similarity(E.double(), E[idx].double()[None], dim=-1)\n"
+            "    order = sorted((j for j in range(len(E)) if j != idx), key=lambda j: -float(sims[j]))\n"
+            "    return order[:k]\n"),
+    },
+}
 
 
 def write(cases: list[Case], submitted: str | Path, lab: str) -> None:
@@ -320,9 +488,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         write(cases, args.out, args.lab)
         (Path(args.out) / f"expected_{args.lab}.json").write_text(json.dumps(
-            {c.student: {"expected": c.expected, "what": c.what, "report": c.report} for c in cases}, indent=1))
+            {c.student: {"expected": c.expected, "what": c.what, "report": c.report, "held": c.held}
+             for c in cases}, indent=1))
     for c in cases:
-        print(f"{c.student:18s} {'-' if c.expected is None else f'{c.expected:g}':>5s}  {c.what}")
+        score = "-" if c.expected is None else "held" if c.held else f"{c.expected:g}"
+        print(f"{c.student:22s} {score:>5s}  {c.what}")
     return 0
 
 

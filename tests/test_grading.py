@@ -46,7 +46,8 @@ BATTERY_LABS = [lab for lab in ("lab02_attention", "lab03_tokenization") if lab 
 JOBS, TIMEOUT, CELL_TIMEOUT, MEMORY_MB = 2, 150, 45, 1500
 REQUIRED_CASES = {"correct", "untouched", "partial", "tests_edited", "points_raised", "tests_deleted", "colab_copy",
                   "duplicated_split", "infinite_loop", "memory_bomb", "os_exit", "stderr", "monkeypatch",
-                  "gradebook", "network", "other_student", "invalid_json"}
+                  "gradebook", "network", "other_student", "invalid_json", "input_transformer",
+                  "transformer_singleton", "ast_transformer", "event_hook", "delegated", "honest_variant"}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -411,19 +412,35 @@ def test_each_submission_scores_what_its_honest_part_deserves(battery):
     wrong = {}
     for case in battery["cases"]:
         got = battery["scores"].get(case.student)
+        status = battery["outcomes"][case.student]["status"]
         if case.expected is None:
-            if got is not None or battery["outcomes"][case.student]["status"] != "not graded":
+            if got is not None or status != "not graded":
                 wrong[case.student] = ("not graded", got)
-        elif got is None or abs(got - case.expected) > 1e-9:
+        elif case.held:  # tampered: held for review, nothing in the gradebook
+            if got is not None or status != "held":
+                wrong[case.student] = ("held", got, battery["outcomes"][case.student])
+        elif got is None or abs(got - case.expected) > 1e-9 or status != "graded":
             wrong[case.student] = (case.expected, got, battery["outcomes"][case.student])
     assert not wrong, f"expected vs got (total {total}): {wrong}"
+
+
+def test_only_tampering_is_held(battery):
+    """The IPython attacks (plain, through the shell's singleton with names built at run time, an AST
+    transformer, an event hook that installs the transformer later) are held with evidence; nothing honest is held, the honest variant
+    included (the false-hold check)."""
+    held = {s for s, o in battery["outcomes"].items() if o["status"] == "held"}
+    assert held == {c.student for c in battery["cases"] if c.held}
+    for student in held:
+        assert any("passed in the notebook's kernel" in e for e in battery["outcomes"][student]["evidence"])
+    honest = battery["outcomes"]["honest_variant"]
+    assert honest["status"] == "graded" and not honest["evidence"] and not honest["problems"], honest
 
 
 def test_report_names_what_happened(battery):
     missing = {}
     for case in battery["cases"]:
         o = battery["outcomes"][case.student]
-        text = " ".join([o["reason"], *o["problems"], *o["repairs"], *o["flags"]]).lower()
+        text = " ".join([o["reason"], *o["problems"], *o["repairs"], *o["flags"], *o["evidence"]]).lower()
         absent = [w for w in case.report if w not in text]
         if absent:
             missing[case.student] = (absent, text)
@@ -436,7 +453,7 @@ def test_nobody_elses_grades_and_nothing_of_the_assignment_changed(battery):
 
 
 def test_no_grade_is_forged(battery):
-    students = {c.student for c in battery["cases"] if c.expected is not None} | {"bystander"}
+    students = {c.student for c in battery["cases"] if c.expected is not None and not c.held} | {"bystander"}
     assert set(battery["scores"]) == students
     rows = table_rows(battery["db"], "SELECT grade.auto_score, grade.manual_score, grade_cells.max_score, "
                       "submitted_assignment.student_id FROM grade JOIN grade_cells ON grade.cell_id = grade_cells.id "
@@ -468,8 +485,40 @@ def test_feedback_and_csv(battery):
         row = rows[case.student]
         if case.expected is None:
             assert row["status"] == "not graded" and row["score"] == "" and row["reason"]
+        elif case.held:  # no score exported, and no cell score either
+            assert row["status"] == "held" and row["score"] == "", row
+            assert all(row[c] == "" for c in battery["maxima"] if c in row), row
         else:
             assert float(row["score"]) == battery["scores"][case.student]
+
+
+def test_review_accepts_or_rejects_a_held_submission(battery):
+    """One command decides: --reject records 0 on every test cell, --accept writes the kept grades."""
+    course, lab = battery["course"], battery["lab"]
+    review = Path(sys.executable).with_name("course-review")
+    listed = subprocess.run([str(review), lab], cwd=course, env=nbgrader_env(), capture_output=True, text=True)
+    assert listed.returncode == 0 and "input_transformer: would score" in listed.stdout, listed.stdout + listed.stderr
+    kept = json.loads((course / "grades" / "held" / lab / "transformer_singleton" / "held.json").read_text())
+    for student, flag in (("input_transformer", "--reject"), ("transformer_singleton", "--accept")):
+        done = subprocess.run([str(review), lab, student, flag], cwd=course, env=nbgrader_env(),
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert not (course / "grades" / "held" / lab / student).exists()
+    with warnings.catch_warnings():
+        from nbgrader.api import Gradebook
+
+        warnings.simplefilter("ignore")
+        with Gradebook(f"sqlite:///{battery['db']}") as gb:
+            scores = {s.student.id: s.score for s in gb.assignment_submissions(lab)}
+    assert scores["input_transformer"] == 0
+    assert scores["transformer_singleton"] == kept["record"]["score"] > 0
+    with open(course / "grades" / f"{lab}.csv") as f:
+        rows = {r["student"]: r for r in csv.DictReader(f)}
+    assert rows["input_transformer"]["status"] == "graded" and float(rows["input_transformer"]["score"]) == 0
+    assert float(rows["transformer_singleton"]["score"]) == kept["record"]["score"]
+    again = subprocess.run([str(review), lab, "input_transformer", "--accept"], cwd=course, env=nbgrader_env(),
+                           capture_output=True, text=True)
+    assert again.returncode == 2 and "no held submission" in again.stderr
 
 
 # --------------------------------------------------------------------------- refusing, unsandboxed

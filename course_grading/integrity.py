@@ -1,0 +1,450 @@
+"""Integrity: a second, plain-Python run of the tests that the student's kernel cannot steer.
+
+The first run of a submission (:class:`course_grading.kernel.SandboxedExecute`)
+happens in an IPython kernel, whose machinery a notebook can rewire from any
+cell: input and AST transformers, event hooks, a replaced ``run_cell`` or
+display hook, a tracing function that jumps over ``assert`` lines. However the
+student reaches that machinery (``get_ipython()``, the shell class's
+singleton, attribute names built at run time), it only changes how *later
+cells are run*, so it is caught by behaviour rather than by names:
+
+* :func:`check_run` runs the same cells again in a fresh jail, in a plain
+  Python process (no IPython: there is no shell to rewire), one cell after
+  another with ``exec``. The harness (:data:`HARNESS`) refuses tracing and
+  profiling hooks (``sys.settrace``, ``sys.setprofile``, and interpreter symbols
+  and the frame-locals writers reached through ``ctypes``) with an audit hook, which cannot be removed, and
+  puts back built-in functions the student replaced before each test cell.
+* only the test cells that passed in the first run are re-run; a test that
+  passed in the kernel and fails here means the kernel ran something other
+  than the test: the submission is *held* for review with that evidence
+  (:func:`compare`), its score is not exported.
+* while a test runs here, the reference implementations the lab forbids for
+  that part (:data:`DELEGATES`) are instrumented: a call that comes from the
+  student's code rather than from the test itself is *delegation*, and that
+  test scores 0 with a message saying why.
+
+What it does not stop: code written against this harness that reads its
+frames to forge the result line, or writes the interpreter's memory through
+``ctypes``; see ``instructors.md``. Everything here runs in the grader's worker
+process; only :data:`HARNESS` runs in the jail. Example::
+
+    result = check_run(cells, spec)          # doctest: +SKIP
+    held, zeroed = compare(primary, result)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+__all__ = ["DELEGATES", "HARNESS", "Cell", "CheckResult", "CheckSpec", "check_run", "compare", "resume_plan",
+           "to_python"]
+
+#: Per lab and test cell, the reference implementations a student's answer must not call
+#: (``module:attribute`` or ``module:Class.method``). The test cell itself may call them.
+DELEGATES: dict[str, dict[str, list[str]]] = {
+    "lab01_next_word": {
+        "test_bigram_counts": ["course_utils.rnn:ngram_counts"],
+        "test_perplexity": ["course_utils.rnn:NGramLM.perplexity"],
+        "test_rnn_step": ["course_utils.rnn:rnn_step"],
+    },
+    "lab02_attention": {
+        "test_attention": ["course_utils.attention:scaled_dot_product_attention",
+                           "torch.nn.functional:scaled_dot_product_attention"],
+        "test_causal_mask": ["course_utils.attention:causal_mask"],
+        "test_multi_head_attention": ["course_utils.attention:MultiHeadAttention.forward",
+                                      "torch.nn.functional:multi_head_attention_forward"],
+    },
+    "lab03_tokenization": {
+        "test_pairs_merge": ["course_utils.tokenization:get_pair_counts", "course_utils.tokenization:merge"],
+        "test_train_bpe": ["course_utils.tokenization:BPETokenizer.train", "course_utils.tokenization:train_hf_bpe"],
+        "test_encode_decode": ["course_utils.tokenization:BPETokenizer.encode",
+                               "course_utils.tokenization:BPETokenizer.decode"],
+    },
+    "lab04_gpt": {
+        "test_span_corrupt": ["course_utils.data:span_corrupt"],
+    },
+    "lab06_decoding": {
+        "test_apply_temperature": ["course_utils.sampling:apply_temperature"],
+        "test_top_k_filter": ["course_utils.sampling:top_k_filter"],
+        "test_top_p_filter": ["course_utils.sampling:top_p_filter"],
+        "test_generate": ["course_utils.sampling:decoding_loop", "course_utils.sampling:sample_next",
+                          "course_utils.sampling:filtered_distribution",
+                          "course_utils.transformer:DecoderOnlyLM.generate"],
+        "test_metrics": ["course_utils.sampling:repetition_rate", "course_utils.sampling:distinct_n"],
+    },
+    "lab07_pretraining": {
+        "test_exact_dedup": ["course_utils.curation:exact_dedup"],
+        "test_near_dedup": ["course_utils.curation:near_dedup", "course_utils.curation:jaccard"],
+        "test_gopher_quality": ["course_utils.curation:gopher_quality"],
+    },
+    "lab08_memory": {
+        "test_weight_memory": ["course_utils.memory:model_memory"],
+        "test_training_memory": ["course_utils.memory:training_memory"],
+        "test_absmax": ["course_utils.quantization:absmax_quantize", "course_utils.quantization:absmax_dequantize"],
+        "test_zeropoint": ["course_utils.quantization:zeropoint_quantize",
+                           "course_utils.quantization:zeropoint_dequantize"],
+        "test_size_perplexity": ["course_utils.quantization:model_size_bytes"],
+    },
+}
+
+# The harness: run in the jail as ``python -I -c HARNESS FD``. It reads one cell at a time
+# (a JSON line) from stdin and writes one result line per cell to file descriptor FD.
+HARNESS = r'''
+import builtins, json, os, signal, sys
+
+
+FORBIDDEN = ("PyEval_SetTrace", "PyEval_SetProfile", "PyFrame_LocalsToFast", "PyFrame_FastToLocals",
+             "PyFrame_FastToLocalsWithError", "PyEval_SetProfileAllThreads", "PyEval_SetTraceAllThreads")
+
+
+def _main(fd):
+    write, dumps, loads, compile_, exec_, getframe = os.write, json.dumps, json.loads, compile, exec, sys._getframe
+    readline, type_name = sys.stdin.buffer.readline, type.__dict__["__name__"].__get__
+    state = {"cell": None, "delegated": []}
+    kinds = {}
+
+    def send(**record):
+        write(fd, (dumps(record) + "\n").encode())
+
+    def hook(event, args):
+        if event in ("sys.settrace", "sys.setprofile") or (
+                event == "ctypes.dlsym" and isinstance(args[1], str) and args[1].lstrip("_") in FORBIDDEN):
+            send(evidence=f"tried to install a tracing hook or reach the interpreter's internals ({event})")
+            raise RuntimeError(f"{event} is not allowed while grading")
+
+    sys.addaudithook(hook)
+    sys.path.insert(0, "")
+
+    class Shell:  # get_ipython() outside IPython: magics do nothing here
+        def __getattr__(self, name):
+            return lambda *a, **k: None
+
+    shell = Shell()
+    ns = {"__name__": "__main__", "__builtins__": builtins, "get_ipython": lambda: shell,
+          "display": lambda *a, **k: None}
+
+    def instrument(target, names):
+        module, _, qual = target.partition(":")
+        try:
+            owner = __import__(module, fromlist=["_"])
+            *path, last = qual.split(".")
+            for part in path:
+                owner = getattr(owner, part)
+            original = getattr(owner, last)
+        except Exception:
+            return
+
+        def spy(*args, **kwargs):
+            if state["cell"] is not None and target in names.get(state["cell"], ()):
+                frame = getframe(1)
+                while frame is not None:
+                    kind = kinds.get(frame.f_code.co_filename)
+                    if kind is not None:
+                        if kind != "test" and target not in state["delegated"]:
+                            state["delegated"].append(target)
+                        break
+                    frame = frame.f_back
+            return original(*args, **kwargs)
+
+        setattr(owner, last, spy)
+        if not path:  # a function: also where its module and packages bind it under the same name
+            for mod in list(sys.modules.values()):
+                if getattr(mod, "__dict__", {}).get(last) is original:
+                    setattr(mod, last, spy)
+
+    def alarm(signum, frame):
+        raise TimeoutError("the cell ran past its time limit")
+
+    signal.signal(signal.SIGALRM, alarm)
+    saved = dict(builtins.__dict__)
+    first = loads(readline())
+    delegates = first.get("delegates", {})
+    for target in sorted({t for ts in delegates.values() for t in ts}):
+        instrument(target, delegates)
+    send(ready=True)
+    while True:
+        line = readline()
+        if not line:
+            return
+        job = loads(line)
+        name = f"<cell-{job['token']}>"
+        kinds[name] = job["kind"]
+        if job["kind"] == "test":
+            changed = sorted(k for k, v in saved.items() if builtins.__dict__.get(k) is not v)
+            for k in changed:
+                setattr(builtins, k, saved[k])
+            if changed:
+                send(evidence=f"replaced built-in functions: {', '.join(changed)}")
+            state["cell"], state["delegated"] = job.get("grade_id"), []
+        error = ""
+        signal.setitimer(signal.ITIMER_REAL, job["timeout"])
+        try:
+            exec_(compile_(job["code"], name, "exec"), ns)
+        except BaseException as e:
+            args = getattr(e, "args", ())
+            message = args[0] if args and type(args[0]) is str else ""
+            error = f"{type_name(type(e))}: {message[:300]}".rstrip(": ")
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            state["cell"] = None
+        send(done=job["index"], token=job["token"], ok=not error, error=error, delegated=list(state["delegated"]))
+
+
+_main(int(sys.argv[1]))
+'''
+
+
+@dataclass
+class Cell:
+    """A code cell to re-run: its index in the notebook, its kind (``'test'``,
+    ``'solution'``, ``'locked'`` or ``''``), its grade id and its Python code."""
+
+    index: int
+    kind: str
+    code: str
+    grade_id: str = ""
+
+
+@dataclass
+class CheckSpec:
+    """Where and how the check runs (the same limits as the kernel's)."""
+
+    scratch: str
+    control: str
+    jail: bool = True
+    memory_mb: int = 4096
+    uid: int = 62000
+    env: dict[str, str] = field(default_factory=dict)
+    cell_timeout: float = 300
+    deadline: float = 600
+    delegates: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class CheckResult:
+    """What the plain-Python run saw: per test cell index ``(passed, error)``,
+    per test cell index the forbidden references called from the student's
+    code, and evidence of tampering found along the way."""
+
+    tests: dict[int, tuple[bool, str]] = field(default_factory=dict)
+    delegated: dict[int, list[str]] = field(default_factory=dict)
+    evidence: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def to_python(source: str) -> str:
+    """A cell's text as plain Python (IPython's own translation of ``%magic`` and ``!cmd``)."""
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        return TransformerManager().transform_cell(source)
+    except Exception:  # noqa: BLE001 - a cell that does not parse runs as it is and fails as it would
+        return source
+
+
+def resume_plan(kinds: list[str], killer: int, skip: set[int] = frozenset()) -> tuple[list[int], int]:
+    """After the kernel was killed in cell ``killer``: the cells to replay in a fresh kernel
+    (every earlier non-test code cell, except those in ``skip``) and the index to resume at:
+    the first solution cell after a test cell at or after ``killer`` when it was killed in a
+    part's solution or test cell (``len(kinds)`` if none), the next cell when it was killed in
+    any other cell (a demonstration belongs to no part). ``kinds`` gives each cell's kind,
+    ``None`` for a cell that is not code.
+
+    Example: kinds ``['locked', 'solution', 'test', 'solution', 'test']`` killed in cell 2
+    -> ``([0, 1], 3)``.
+    """
+    replay = [i for i in range(killer) if kinds[i] is not None and kinds[i] != "test" and i not in skip]
+    if kinds[killer] not in ("test", "solution"):
+        return replay, killer + 1
+    resume, seen_test = len(kinds), False
+    for j in range(killer, len(kinds)):
+        if kinds[j] == "test":
+            seen_test = True
+        elif kinds[j] == "solution" and seen_test:
+            resume = j
+            break
+    return replay, resume
+
+
+class _Harness:
+    """One plain-Python process in a jail, fed one cell at a time."""
+
+    def __init__(self, spec: CheckSpec, deadline: float):
+        from course_grading.sandbox import JailSpec, jail_command, python_paths
+
+        self.spec, self.deadline, self.buffer = spec, deadline, b""
+        read, write = os.pipe()
+        argv = [sys.executable, "-I", "-c", HARNESS, str(write)]
+        work = os.path.join(spec.scratch, "work")
+        env = {**spec.env, "MPLBACKEND": "Agg"}
+        if spec.jail:
+            if os.geteuid() == 0:
+                for folder, _, files in os.walk(spec.scratch):
+                    for name in [folder, *(os.path.join(folder, f) for f in files)]:
+                        os.chown(name, spec.uid, spec.uid, follow_symlinks=False)
+            js = JailSpec(scratch=spec.scratch, workdir=work, readonly=python_paths(), memory_mb=spec.memory_mb,
+                          uid=spec.uid, env=env, status_file=os.path.join(spec.control, "check.status"))
+            argv = jail_command(argv, js, spec_path=os.path.join(spec.control, "check.json"))
+            preexec = None
+        else:
+            from course_grading.kernel import _unsandboxed_limits
+
+            preexec = _unsandboxed_limits(spec.memory_mb)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, pass_fds=(write,), cwd=work, env=env,
+                                     start_new_session=True, preexec_fn=preexec)
+        os.close(write)
+        self.read = read
+        self.evidence: list[str] = []
+
+    def send(self, record: dict) -> None:
+        self.proc.stdin.write((json.dumps(record) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def receive(self, timeout: float) -> dict | None:
+        """The next result line (evidence lines are collected on the way), or None when the
+        process ended or ``timeout`` passed."""
+        end = min(time.monotonic() + timeout, self.deadline)
+        while True:
+            while b"\n" in self.buffer:
+                line, self.buffer = self.buffer.split(b"\n", 1)
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    self.evidence.append("the check run's result channel was written to by the submission")
+                    continue
+                if not isinstance(record, dict):
+                    continue
+                if "evidence" in record:
+                    if str(record["evidence"])[:200] not in self.evidence:
+                        self.evidence.append(str(record["evidence"])[:200])
+                    continue
+                return record
+            left = end - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([self.read], [], [], left)
+            if not ready:
+                return None
+            chunk = os.read(self.read, 65536)
+            if not chunk:
+                return None
+            self.buffer += chunk
+            if len(self.buffer) > 2**20:
+                self.evidence.append("the check run's result channel was flooded by the submission")
+                return None
+
+    def close(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        self.proc.wait()
+        os.close(self.read)
+
+
+def check_run(cells: list[Cell], spec: CheckSpec) -> CheckResult:
+    """Run ``cells`` (notebook order; test cells only those to check) in a fresh plain-Python
+    jail and report which tests pass there. A process killed in a cell (it ignored the time
+    limit, or died) is replaced by a fresh one that replays the earlier non-test cells and
+    resumes at the next part (:func:`resume_plan`)."""
+    started = time.monotonic()
+    deadline = started + spec.deadline
+    result = CheckResult()
+    kinds: list[str | None] = [None] * (max((c.index for c in cells), default=-1) + 1)
+    for c in cells:
+        kinds[c.index] = c.kind
+    by_index = {c.index: c for c in cells}
+    position, replay, skip, restarts = 0, [], set(), 0
+    order = [c.index for c in cells]
+    harness = None
+    try:
+        while position < len(order):
+            harness = _Harness(spec, deadline)
+            harness.send({"delegates": spec.delegates})
+            if (harness.receive(120) or {}).get("ready") is not True:
+                result.evidence += harness.evidence
+                for i in order[position:]:
+                    if kinds[i] == "test":
+                        result.tests[i] = (False, "the check run did not start")
+                return result
+            killed_at = None
+            for i in [*replay, *order[position:]]:
+                cell = by_index[i]
+                token = secrets.token_hex(8)
+                timeout = spec.cell_timeout
+                harness.send({"index": i, "token": token, "kind": cell.kind, "grade_id": cell.grade_id,
+                              "code": cell.code, "timeout": timeout})
+                record = harness.receive(timeout + 10)
+                if record is None:
+                    killed_at = i
+                    break
+                if record.get("done") != i or record.get("token") != token:
+                    harness.evidence.append("the check run's result channel was forged by the submission")
+                    killed_at = i
+                    break
+                if cell.kind == "test" and i not in replay:
+                    result.tests[i] = (bool(record.get("ok")), str(record.get("error", ""))[:300])
+                    if record.get("delegated"):
+                        result.delegated[i] = [str(t) for t in record["delegated"]][:5]
+                if "ran past its time limit" in str(record.get("error", "")):
+                    skip.add(i)
+                if i in order[position:]:
+                    position = order.index(i) + 1
+            for line in harness.evidence:
+                if line not in result.evidence:
+                    result.evidence.append(line)
+            harness.close()
+            harness = None
+            if killed_at is None:
+                break
+            how = "ran past the notebook's time limit" if time.monotonic() >= deadline else "was stopped or died"
+            if kinds[killed_at] == "test":
+                result.tests[killed_at] = (False, f"the check run {how} in this cell")
+            restarts += 1
+            skip.add(killed_at)
+            replay, resume = resume_plan(kinds, killed_at, skip)
+            for i in order:
+                if killed_at < i < resume and kinds[i] == "test":
+                    result.tests.setdefault(i, (False, "not run: the check run was stopped before it"))
+            position = next((k for k, i in enumerate(order) if i >= resume), len(order))
+            if restarts > 3 or time.monotonic() >= deadline:
+                for i in order[position:]:
+                    if kinds[i] == "test":
+                        result.tests.setdefault(i, (False, "not run: the check run was stopped"))
+                break
+    finally:
+        if harness is not None:
+            harness.close()
+        result.seconds = time.monotonic() - started
+    return result
+
+
+def compare(names: dict[int, str], passed_in_kernel: set[int], check: CheckResult) -> tuple[list[str], dict[int, str]]:
+    """The evidence to hold a submission for (empty: nothing to hold) and the test cells to
+    zero for delegation (index -> message). ``names`` maps test cell indices to grade ids."""
+    evidence, zeroed = [], {}
+    for i in sorted(passed_in_kernel):
+        ok, error = check.tests.get(i, (False, "not run by the check"))
+        if not ok:
+            evidence.append(f"'{names[i]}' passed in the notebook's kernel but failed when re-run without "
+                            f"IPython ({error or 'no result'})")
+    if evidence:
+        evidence += check.evidence
+    for i, targets in check.delegated.items():
+        zeroed[i] = ("the answer calls " + ", ".join(t.replace(":", ".") for t in targets) +
+                     ", the reference implementation of this part: the answer must be your own "
+                     "(see what the lab allows you to import)")
+    return evidence, zeroed

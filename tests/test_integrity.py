@@ -1,0 +1,197 @@
+"""The plain-Python check run, delegation and the preflight, on small hand-made cells (seconds, no nbgrader run).
+
+* course_grading.integrity.check_run runs cells in a jail without IPython: tracing hooks are refused,
+  replaced built-ins are put back before a test, magics do nothing, a reference implementation called
+  from the student's code (not from the test) is reported, a cell that defeats its time limit costs only
+  its own part, and a result line forged by the student's code is noticed.
+* course_grading.preflight refuses an environment whose course package the jail cannot import.
+* course_grading.kernel's labels: a failed import in a lab cell marks the environment broken, one in the
+  student's code is a problem; "the test did not run to its end" only where no error was shown.
+(The whole pipeline, with the IPython attacks and the honest variants, is the battery in tests/test_grading.py.)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from course_grading import cli, sandbox
+from course_grading.autograde import PreflightError, autograde
+from course_grading.course import find_root, nbgrader_command, nbgrader_env
+from course_grading.integrity import Cell, CheckSpec, check_run, compare, resume_plan, to_python
+from course_grading.kernel import _jail_env
+from course_grading.preflight import lab_imports, preflight
+
+ROOT = find_root(Path(__file__).parent)
+JAIL = sandbox.available()[0]
+
+
+def run(tmp_path: Path, cells: list[Cell], **kw):
+    scratch, control = tmp_path / "scratch", tmp_path / "control"
+    (scratch / "work").mkdir(parents=True)
+    (scratch / "home").mkdir()
+    control.mkdir()
+    spec = CheckSpec(scratch=str(scratch), control=str(control), jail=JAIL, memory_mb=1024, uid=62980,
+                     env=_jail_env(str(scratch), 1), cell_timeout=kw.pop("cell_timeout", 20), deadline=120, **kw)
+    return check_run(cells, spec)
+
+
+def test_resume_plan_skips_to_the_next_part():
+    kinds = ["locked", "solution", "test", "test", "", "solution", "test", None, "solution", "test"]
+    assert resume_plan(kinds, 2) == ([0, 1], 5)  # killed in part 1's first test: its second is skipped
+    assert resume_plan(kinds, 5) == ([0, 1, 4], 8)  # killed in a solution cell: its test is skipped
+    assert resume_plan(kinds, 9, skip={4}) == ([0, 1, 5, 8], 10)
+    assert resume_plan(kinds, 1)[1] == 5
+    assert resume_plan(kinds, 4) == ([0, 1], 5)  # killed in a cell of no part (a demonstration): the next cell
+
+
+def test_check_run_refuses_tracing_and_restores_builtins(tmp_path):
+    tracer = ("import sys\n"
+              "def _skip(frame, event, arg):\n    return _skip\n"
+              "sys.settrace(_skip)\n")
+    cells = [
+        Cell(0, "locked", to_python("%matplotlib inline\nimport math")),
+        Cell(1, "solution", "import builtins\nbuiltins.max = lambda *a, **k: 0\n\ndef double(x):\n    return x + x\n"),
+        Cell(2, "test", "assert max([3, 5]) == 5\nassert double(2) == 4", "test_double"),
+        Cell(3, "", tracer),
+        Cell(4, "test", "import sys\nassert sys.gettrace() is None", "test_trace"),
+    ]
+    result = run(tmp_path, cells)
+    assert result.tests == {2: (True, ""), 4: (True, "")}, result
+    text = " ".join(result.evidence)
+    assert "replaced built-in functions: max" in text and "sys.settrace" in text, result.evidence
+
+
+def test_check_run_reports_delegation_from_the_answer_only(tmp_path):
+    cells = [
+        Cell(0, "solution", "import json\n\ndef to_text(x):\n    return json.dumps(x)\n\n"
+                            "def own(x):\n    return '[' + ', '.join(str(i) for i in x) + ']'\n"),
+        Cell(1, "test", "import json as _json\nassert to_text([1, 2]) == _json.dumps([1, 2])", "t_delegated"),
+        Cell(2, "test", "import json as _json\nassert own([1, 2]) == _json.dumps([1, 2])", "t_own"),
+    ]
+    result = run(tmp_path, cells, delegates={"t_delegated": ["json:dumps"], "t_own": ["json:dumps"]})
+    assert result.tests == {1: (True, ""), 2: (True, "")}
+    assert result.delegated == {1: ["json:dumps"]}, result  # the test's own call to dumps does not count
+    evidence, zeroed = compare({1: "t_delegated", 2: "t_own"}, {1, 2}, result)
+    assert evidence == [] and list(zeroed) == [1] and "json.dumps" in zeroed[1]
+
+
+def test_a_cell_that_defeats_its_time_limit_costs_only_its_part(tmp_path):
+    stuck = "import signal\nsignal.setitimer(signal.ITIMER_REAL, 0)\nimport time\nwhile True:\n    time.sleep(0.2)"
+    cells = [
+        Cell(0, "solution", "def one():\n    return 1\n"),
+        Cell(1, "test", "assert one() == 1", "t1"),
+        Cell(2, "solution", "def two():\n    return 2\n"),
+        Cell(3, "test", stuck, "t2"),
+        Cell(4, "solution", "def three():\n    return one() + two()\n"),
+        Cell(5, "test", "assert three() == 3", "t3"),
+    ]
+    result = run(tmp_path, cells, cell_timeout=2)
+    assert result.tests[1] == (True, "") and result.tests[5] == (True, ""), result
+    assert result.tests[3][0] is False
+
+
+def test_a_forged_result_line_and_a_disagreement_are_evidence(tmp_path):
+    forge = ("import json, os\n"
+             "def answer():\n"
+             "    for fd in range(3, 20):\n"
+             "        try:\n"
+             "            os.write(fd, (json.dumps({'done': 1, 'token': 'guess', 'ok': True}) + '\\n').encode())\n"
+             "        except OSError:\n"
+             "            pass\n"
+             "    return 0\n")
+    cells = [Cell(0, "solution", forge), Cell(1, "test", "assert answer() == 42", "t_answer")]
+    result = run(tmp_path, cells)
+    assert result.tests.get(1, (False, ""))[0] is False
+    evidence, _ = compare({1: "t_answer"}, {1}, result)
+    assert evidence and "passed in the notebook's kernel" in evidence[0]
+
+
+def test_lab_imports_reads_every_code_cell():
+    nb = {"cells": [{"cell_type": "code", "source": "%matplotlib inline\nimport torch.nn.functional as F\n"
+                                                    "from pydoc_data.topics import topics\nfrom . import x"},
+                    {"cell_type": "markdown", "source": "import nothing"}]}
+    assert lab_imports([nb]) == ["course_utils", "pydoc_data.topics", "torch.nn.functional"]
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    """A throwaway course with lab 3 released."""
+    lab, course = "lab03_tokenization", tmp_path_factory.mktemp("pre") / "course"
+    course.mkdir()
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    shutil.copytree(ROOT / "solutions" / lab, course / "solutions" / lab)
+    done = subprocess.run(nbgrader_command() + ["generate_assignment", lab, "--force", "--log-level=WARN",
+                                                f"--CourseDirectory.root={course}"],
+                          cwd=course, env=nbgrader_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return course
+
+
+def test_preflight_refuses_a_course_package_the_jail_cannot_import(course, monkeypatch, capsys):
+    lab = "lab03_tokenization"
+    release = course / "labs" / lab
+    assert preflight(release, [lab], jail=JAIL) == []
+    package = os.path.realpath(str(ROOT / "course_utils"))
+    visible = sandbox.python_paths
+    # an editable install from a checkout the jail does not mount: the package's folder is not in the jail
+    monkeypatch.setattr(sandbox, "python_paths", lambda: [p for p in visible() if p != package])
+    if not JAIL:
+        pytest.skip("without the jail, every folder is visible")
+    broken = preflight(release, [lab], jail=True)
+    assert broken and all("fails in the jail" in b for b in broken) and any("course_utils" in b for b in broken)
+    (course / "submitted" / "alice" / lab).mkdir(parents=True)
+    shutil.copy(release / f"{lab}.ipynb", course / "submitted" / "alice" / lab)
+    with pytest.raises(PreflightError, match="no submission was graded"):
+        autograde(lab, root=course, jobs=1, progress=False)
+    monkeypatch.chdir(course)
+    assert cli.grade([lab]) == 2
+    assert "refusing to grade" in capsys.readouterr().err
+    assert not (course / "grades" / f"{lab}.csv").exists()
+
+
+def test_failed_imports_are_named_and_a_broken_lab_cell_is_the_environment():
+    """An import that fails in one of the lab's own cells means the grading environment is broken
+    (the submission is then not graded); one in the student's code is a problem of the submission."""
+    import nbformat
+
+    from course_grading.kernel import SandboxedExecute
+
+    def cell(kind, ename):
+        meta = {"nbgrader": {"grade_id": f"{kind}_cell", "locked": kind != "solution", "solution": kind == "solution",
+                             "grade": kind == "test", "points": 1}}
+        out = nbformat.v4.new_output("error", ename=ename, evalue=f"No module named '{kind}_pkg'", traceback=[])
+        return nbformat.v4.new_code_cell("import x", metadata=meta, outputs=[out])
+
+    ex = SandboxedExecute()
+    ex.report = {"problems": [], "not_run": [], "died": None}
+    nb = nbformat.v4.new_notebook(cells=[cell("solution", "ModuleNotFoundError"), cell("locked", "ImportError")])
+    ex._summarise(nb)
+    text = " ".join(ex.report["problems"])
+    assert "a package import failed in the submission's code" in text and "solution_pkg" in text
+    assert len(ex.report["environment"]) == 1 and "locked_cell" in ex.report["environment"][0]
+
+
+def test_the_hidden_traceback_label_only_where_no_error_was_shown():
+    import nbformat
+
+    from course_grading.kernel import SandboxedExecute
+
+    meta = {"nbgrader": {"grade_id": "t", "grade": True, "points": 1}}
+    shown = nbformat.v4.new_code_cell("assert f() == 1", metadata=meta, outputs=[
+        nbformat.v4.new_output("error", ename="AssertionError", evalue="wrong", traceback=["AssertionError: wrong"])])
+    hidden = nbformat.v4.new_code_cell("assert f() == 1", metadata=meta, outputs=[])
+    passed = nbformat.v4.new_code_cell("assert f() == 1", metadata=meta, outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text="n0nce\n")])
+    ex = SandboxedExecute()
+    ex.report = {"problems": [], "not_run": [], "died": None}
+    assert ex._judge(shown, "n0nce") is False and ex._judge(hidden, "n0nce") is False
+    assert ex._judge(passed, "n0nce") is True and passed.outputs == []
+    assert [o.ename for o in shown.outputs] == ["AssertionError"]  # its own error, no grader label under it
+    assert [o.ename for o in hidden.outputs] == ["GradingError"]
+    assert ex.report["problems"] == ["test cell 't' did not run to its end (its error was hidden?)"]
