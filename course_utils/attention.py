@@ -206,12 +206,12 @@ def relative_position_bucket(relative_position: torch.Tensor, bidirectional: boo
                              max_distance: int = 128) -> torch.Tensor:
     """T5's buckets for ``relative_position = key position - query position`` (any shape, integers).
 
-    Half the buckets (all of them for a causal decoder, which only looks back)
-    hold one exact distance each, ``0 .. n_exact - 1``; the rest cover larger
-    distances on a logarithmic scale up to ``max_distance``, beyond which every
-    distance shares the last bucket. A bidirectional encoder spends the other
-    half of its buckets on keys to the right of the query (Raffel et al.,
-    2020, section 2.1). Returns bucket ids in ``[0, num_buckets)``, same shape.
+    The buckets of one direction (all ``num_buckets`` for a causal decoder,
+    which only looks back; half of them each way for a bidirectional encoder)
+    are split in two: the first half hold one exact distance each,
+    ``0 .. n_exact - 1``, the second half cover larger distances on a
+    logarithmic scale up to ``max_distance``, beyond which every distance
+    shares the last bucket (Raffel et al., 2020, section 2.1). Returns bucket ids in ``[0, num_buckets)``, same shape.
     """
     bucket = torch.zeros_like(relative_position)
     if bidirectional:
