@@ -12,6 +12,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+import test_transformer as gpt2_tests
 from course_utils.attention import apply_rotary, repeat_kv, rotary_cos_sin
 from course_utils.transformer import DecoderOnlyLM, RMSNorm, TransformerConfig
 
@@ -37,14 +38,9 @@ def tiny(family="llama", seed=0, **kw):
     return model
 
 
-def right_padded(B=4, T=40, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, V, (B, T), generator=g)
-    mask = torch.ones(B, T, dtype=torch.long)
-    for b, n in enumerate(torch.randint(T // 3, T + 1, (B,), generator=g).tolist()):
-        mask[b, n:] = 0
-    mask[0] = 1
-    return ids, mask
+def right_padded(seed=1):
+    """A (4, 40) batch padded on the right: the GPT-2 tests' helper, with longer rows for rotary positions."""
+    return gpt2_tests.right_padded(B=4, T=40, V=V, seed=seed)
 
 
 def max_diff(hf, ours, ids, mask=None):
