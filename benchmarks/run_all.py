@@ -40,7 +40,7 @@ def main(argv: list[str]) -> int:
     targets = HERE / "results" / "targets.md"  # the analysis, written by hand against these tables
     if targets.is_file():
         parts.append(targets.read_text())
-    for name in SCRIPTS + ["labs", "chapters", "book", "grading", "gpu"]:
+    for name in SCRIPTS + ["chapter2_threads", "labs", "chapters", "book", "grading", "gpu"]:
         path = HERE / "results" / f"{name}.md"
         if path.is_file():
             parts.append(path.read_text())
