@@ -134,7 +134,10 @@ def test_reference_model_runs_in_a_transformers_pipeline(name, prompt, tmp_path)
     ref = pretrained.load(name)
     hf_tok = PreTrainedTokenizerFast.from_pretrained(save_hf(ref.tokenizer, tmp_path))
     generator = pipeline("text-generation", model=ref.model.to_hf(), tokenizer=hf_tok, device="cpu")
-    out = generator(prompt, max_new_tokens=8, do_sample=False, return_full_text=False, pad_token_id=0)
+    settings = dict(max_new_tokens=8, do_sample=False, pad_token_id=0)
+    out = generator(prompt, return_tensors=True, **settings)  # the prompt's ids and the generated ones
     ids = torch.tensor([hf_tok(prompt)["input_ids"]])
-    ours = ref.model.generate(ids, 8)[0, ids.shape[1]:].tolist()
-    assert out[0]["generated_text"] == hf_tok.decode(ours, skip_special_tokens=True)  # as the pipeline decodes
+    assert list(out[0]["generated_token_ids"]) == ref.model.generate(ids, 8)[0].tolist()
+    # and as text (how spaces are cleaned up depends on the transformers version: only its presence is checked)
+    text = generator(prompt, return_full_text=False, **settings)[0]["generated_text"]
+    assert isinstance(text, str) and text.strip()
