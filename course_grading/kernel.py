@@ -25,7 +25,6 @@ import os
 import secrets
 import shutil
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -36,28 +35,15 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
 from nbgrader.utils import is_grade
-from traitlets import Bool, Float, Int, Unicode
+from traitlets import Bool, Enum, Float, Int, Unicode
 
 from course_grading.integrity import DELEGATES, Cell, CheckSpec, check_run, compare, resume_plan, to_python
 from course_grading.sandbox import JailSpec, describe_status, jail_command, python_paths
+from course_grading.sandbox import jail_env as _jail_env  # the kernel's whole environment
 
 __all__ = ["SandboxKernelManager", "SandboxedExecute", "MEMORY_ERRORS"]
 
 MEMORY_ERRORS = ("MemoryError", "DefaultCPUAllocator", "Cannot allocate memory", "std::bad_alloc")
-
-
-def _jail_env(scratch: str, threads: int) -> dict[str, str]:
-    """The whole environment of a student's kernel: nothing of the grader's is inherited."""
-    home = os.path.join(scratch, "home")
-    env = {"PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
-           "HOME": home, "USER": "student", "LOGNAME": "student", "LANG": "C.UTF-8", "TMPDIR": "/tmp",
-           "MPLCONFIGDIR": os.path.join(home, ".matplotlib"), "HF_HUB_OFFLINE": "1",
-           "PYDEVD_DISABLE_FILE_VALIDATION": "1", "NBGRADER_EXECUTION": "autograde"}
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(threads)
-    if "PYTHONHASHSEED" in os.environ:
-        env["PYTHONHASHSEED"] = os.environ["PYTHONHASHSEED"]
-    return env
 
 
 def _unsandboxed_limits(memory_mb: int) -> Callable[[], None]:
@@ -184,6 +170,10 @@ class SandboxedExecute(Execute):
     lab = Unicode("", help="the lab being graded (selects the references its parts must not call)").tag(config=True)
     max_restarts = Int(3, help="fresh kernels started after a kernel was stopped for ignoring an interrupt").tag(
         config=True)
+    # Once its last cell has replied, nothing the kernel still holds can change a grade: stop it at once
+    # (SIGKILL, then SandboxKernelManager kills what it started) instead of asking it to shut down and
+    # waiting for it (nbclient's default, "graceful", waited 1 to 4 s per submission here).
+    shutdown_kernel = Enum(["graceful", "immediate"], default_value="immediate").tag(config=True)
 
     def create_kernel_manager(self):
         left = self.notebook_timeout - (time.monotonic() - getattr(self, "_started", time.monotonic()))

@@ -68,8 +68,7 @@ def preflight(release: Path, notebooks: list[str], jail: bool, memory_mb: int = 
     """Import every module the lab's release notebooks import, in a jail like a kernel's
     (or, unsandboxed, in a plain process with the kernel's environment). Returns one line
     per module that fails, empty when all import."""
-    from course_grading.kernel import _jail_env
-    from course_grading.sandbox import JailSpec, jail_command, python_paths
+    from course_grading.sandbox import JailSpec, jail_command, jail_env, python_paths
 
     nbs = [json.loads((Path(release) / f"{name}.ipynb").read_text()) for name in notebooks]
     modules = lab_imports(nbs)
@@ -77,7 +76,7 @@ def preflight(release: Path, notebooks: list[str], jail: bool, memory_mb: int = 
         scratch = Path(tmp, "scratch")
         (scratch / "work").mkdir(parents=True)
         (scratch / "home").mkdir()
-        env = _jail_env(str(scratch), 1)
+        env = jail_env(str(scratch), 1)
         argv = [sys.executable, "-I", "-c", _PROBE, json.dumps(modules)]
         if jail:
             uid = 62999

@@ -47,7 +47,7 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["JailSpec", "available", "jail_command", "python_paths", "describe_status"]
+__all__ = ["JailSpec", "available", "jail_command", "jail_env", "python_paths", "describe_status"]
 
 # Linux constants (include/uapi/linux/mount.h, prctl.h, capability.h)
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
@@ -111,6 +111,21 @@ def python_paths() -> list[str]:
     if not any(exe.startswith(p + os.sep) for p in paths):
         paths.add(os.path.dirname(exe))
     return sorted(paths)
+
+
+def jail_env(scratch: str, threads: int) -> dict[str, str]:
+    """The whole environment of a student's kernel (or check run, or preflight) with its
+    scratch folder ``scratch``: nothing of the grader's is inherited."""
+    home = os.path.join(scratch, "home")
+    env = {"PATH": os.pathsep.join([str(os.path.dirname(sys.executable)), "/usr/local/bin", "/usr/bin", "/bin"]),
+           "HOME": home, "USER": "student", "LOGNAME": "student", "LANG": "C.UTF-8", "TMPDIR": "/tmp",
+           "MPLCONFIGDIR": os.path.join(home, ".matplotlib"), "HF_HUB_OFFLINE": "1",
+           "PYDEVD_DISABLE_FILE_VALIDATION": "1", "NBGRADER_EXECUTION": "autograde"}
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    if "PYTHONHASHSEED" in os.environ:
+        env["PYTHONHASHSEED"] = os.environ["PYTHONHASHSEED"]
+    return env
 
 
 def _unshare_args() -> list[str]:
