@@ -73,7 +73,9 @@ class Outcome:
     says what was seen) or ``'not graded'``; ``problems`` names what went
     wrong while running it (timeout, memory, kernel died, failed imports),
     ``repairs`` what :func:`course_grading.repair.repair` fixed, ``flags`` what
-    :func:`course_grading.flags.suspicious` saw.
+    :func:`course_grading.flags.suspicious` saw; ``check_seconds`` is the time of the
+    re-run, ``check_every_cell`` whether it had to run the lab's demonstrations too
+    (the re-run without them disagreed with the kernel).
     """
 
     student: str
@@ -88,6 +90,7 @@ class Outcome:
     seconds: float = 0.0
     evidence: list[str] = field(default_factory=list)
     check_seconds: float = 0.0
+    check_every_cell: bool = False
 
     def summary(self) -> str:
         """One line for the report, e.g. ``'alice: 12/12 graded; repaired: …'``."""
@@ -249,6 +252,7 @@ def _grade_one(task: dict) -> dict:
         report = {"problems": []}
     out.problems = report["problems"]
     out.check_seconds = report.get("check_seconds", 0.0)
+    out.check_every_cell = bool(report.get("check_every_cell"))
     if report.get("environment"):  # the lab's own imports failed: the grading environment is broken
         out.reason = ("the grading environment is broken, not graded: " + report["environment"][0] +
                       " (fix the environment and grade again)")

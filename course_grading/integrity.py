@@ -10,7 +10,10 @@ cells are run*, so it is caught by behaviour rather than by names:
 
 * :func:`check_run` runs the same cells again in a fresh jail, in a plain
   Python process (no IPython: there is no shell to rewire), one cell after
-  another with ``exec``. The harness (:data:`HARNESS`) refuses tracing and
+  another with ``exec``, except the lab's demonstrations (:data:`DEMONSTRATIONS`;
+  a disagreement without them is confirmed with every cell). The process can be
+  started ahead (:func:`start_check`) so that it imports the lab's modules while
+  the kernel runs. The harness (:data:`HARNESS`) refuses tracing and
   profiling hooks (``sys.settrace``, ``sys.setprofile``, and interpreter symbols
   and the frame-locals writers reached through ``ctypes``) with an audit hook, which cannot be removed, and
   puts back built-in functions the student replaced before each test cell.
@@ -44,8 +47,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["DELEGATES", "HARNESS", "Cell", "CheckResult", "CheckSpec", "check_run", "compare", "resume_plan",
-           "to_python"]
+__all__ = ["DELEGATES", "DEMONSTRATIONS", "HARNESS", "Cell", "CheckResult", "CheckSpec", "check_run", "compare",
+           "resume_plan", "start_check", "to_python"]
 
 #: Per lab and test cell, the reference implementations a student's answer must not call
 #: (``module:attribute`` or ``module:Class.method``). The test cell itself may call them.
@@ -93,6 +96,21 @@ DELEGATES: dict[str, dict[str, list[str]]] = {
                            "course_utils.quantization:zeropoint_dequantize"],
         "test_size_perplexity": ["course_utils.quantization:model_size_bytes"],
     },
+}
+
+#: Per lab, the lab's own (read-only) cells before its last test that only demonstrate: no later cell reads a
+#: name they bind (``tests/test_integrity.py`` checks it), so the re-run skips them; they still run in the
+#: student's kernel, whose outputs the feedback shows. Skipping a cell can only make the re-run disagree with
+#: the kernel, never agree where the student's own code fails a test (the re-run still runs every cell of the
+#: student's and the test itself); a disagreement is confirmed by re-running every cell before a hold.
+DEMONSTRATIONS: dict[str, list[str]] = {
+    "lab01_next_word": ["bigram_demo", "perplexity_demo", "memory_demo"],
+    "lab03_tokenization": ["compare_hf", "plot_pe"],
+    "lab04_gpt": ["gpt_from_blocks", "train_plot", "sample", "mlm_demo"],
+    "lab05_prompting": ["tokenizer_demo", "tasks_demo", "builders", "predict_demo", "curve", "too_long_demo"],
+    "lab06_decoding": ["temperature_demo", "filters_demo", "generate_demo"],
+    "lab07_pretraining": ["pipeline", "scaling_run"],
+    "lab08_memory": ["measure", "error_plot", "compare_schemes"],
 }
 
 # The harness: run in the jail as ``python -I -c HARNESS FD``. It reads one cell at a time
@@ -166,6 +184,11 @@ def _main(fd):
     signal.signal(signal.SIGALRM, alarm)
     saved = dict(builtins.__dict__)
     first = loads(readline())
+    for module in first.get("preload", []):  # the lab's own imports, which its first cells make anyway
+        try:
+            __import__(module)
+        except BaseException:
+            pass
     delegates = first.get("delegates", {})
     for target in sorted({t for ts in delegates.values() for t in ts}):
         instrument(target, delegates)
@@ -226,6 +249,7 @@ class CheckSpec:
     cell_timeout: float = 300
     deadline: float = 600
     delegates: dict[str, list[str]] = field(default_factory=dict)
+    preload: list[str] = field(default_factory=list)  # modules imported before any cell (the lab's own imports)
 
 
 @dataclass
@@ -275,7 +299,9 @@ def resume_plan(kinds: list[str], killer: int, skip: set[int] = frozenset()) -> 
 
 
 class _Harness:
-    """One plain-Python process in a jail, fed one cell at a time."""
+    """One plain-Python process in a jail, fed one cell at a time. It starts at once: it imports
+    ``spec.preload`` and instruments ``spec.delegates`` while the caller does something else, and
+    :meth:`ready` waits for it."""
 
     def __init__(self, spec: CheckSpec, deadline: float):
         from course_grading.sandbox import JailSpec, jail_command, python_paths
@@ -304,6 +330,11 @@ class _Harness:
         os.close(write)
         self.read = read
         self.evidence: list[str] = []
+        self.send({"delegates": spec.delegates, "preload": spec.preload})
+
+    def ready(self, timeout: float = 120) -> bool:
+        """Whether the process set itself up (within ``timeout`` seconds)."""
+        return (self.receive(timeout) or {}).get("ready") is True
 
     def send(self, record: dict) -> None:
         self.proc.stdin.write((json.dumps(record) + "\n").encode())
@@ -355,11 +386,18 @@ class _Harness:
         os.close(self.read)
 
 
-def check_run(cells: list[Cell], spec: CheckSpec) -> CheckResult:
+def start_check(spec: CheckSpec) -> _Harness:
+    """Start the plain-Python process of a check run now (it imports ``spec.preload`` meanwhile), to
+    hand to :func:`check_run` later; the caller closes it (``.close()``) if it never does."""
+    return _Harness(spec, time.monotonic() + spec.deadline)
+
+
+def check_run(cells: list[Cell], spec: CheckSpec, harness: _Harness | None = None) -> CheckResult:
     """Run ``cells`` (notebook order; test cells only those to check) in a fresh plain-Python
     jail and report which tests pass there. A process killed in a cell (it ignored the time
     limit, or died) is replaced by a fresh one that replays the earlier non-test cells and
-    resumes at the next part (:func:`resume_plan`)."""
+    resumes at the next part (:func:`resume_plan`). ``harness``: a process from
+    :func:`start_check` with the same ``spec`` and no cell run yet, used first (and closed)."""
     started = time.monotonic()
     deadline = started + spec.deadline
     result = CheckResult()
@@ -369,12 +407,12 @@ def check_run(cells: list[Cell], spec: CheckSpec) -> CheckResult:
     by_index = {c.index: c for c in cells}
     position, replay, skip, restarts = 0, [], set(), 0
     order = [c.index for c in cells]
-    harness = None
     try:
         while position < len(order):
-            harness = _Harness(spec, deadline)
-            harness.send({"delegates": spec.delegates})
-            if (harness.receive(120) or {}).get("ready") is not True:
+            if harness is None:
+                harness = _Harness(spec, deadline)
+            harness.deadline = deadline
+            if not harness.ready():
                 result.evidence += harness.evidence
                 for i in order[position:]:
                     if kinds[i] == "test":

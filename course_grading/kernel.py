@@ -20,6 +20,7 @@ worker processes only. Plugging it into nbgrader::
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import secrets
@@ -37,7 +38,8 @@ from nbgrader.preprocessors import Execute
 from nbgrader.utils import is_grade
 from traitlets import Bool, Enum, Float, Int, Unicode
 
-from course_grading.integrity import DELEGATES, Cell, CheckSpec, check_run, compare, resume_plan, to_python
+from course_grading.integrity import (DELEGATES, DEMONSTRATIONS, Cell, CheckSpec, check_run, compare, resume_plan,
+                                      start_check, to_python)
 from course_grading.sandbox import JailSpec, describe_status, jail_command, python_paths
 from course_grading.sandbox import jail_env as _jail_env  # the kernel's whole environment
 
@@ -151,9 +153,12 @@ class SandboxedExecute(Execute):
       goes on in a fresh kernel from the next part (the earlier non-test
       cells replayed first), so one stuck part costs only its own points;
     * the tests that passed are re-run without IPython
-      (:mod:`course_grading.integrity`): if one fails there, ``report["held"]``
-      holds the evidence and the grader holds the submission for review; a
-      test whose answer called the part's reference implementation scores 0.
+      (:mod:`course_grading.integrity`, in a process started beside the
+      kernel, without the lab's demonstrations unless that disagrees): if one
+      fails there, ``report["held"]`` holds the evidence and the grader holds
+      the submission for review; a test whose answer called the part's
+      reference implementation scores 0;
+    * the kernel is stopped at once after its last cell.
     """
 
     notebook_timeout = Float(600, help="wall-clock limit for the whole notebook, in seconds").tag(config=True)
@@ -194,6 +199,18 @@ class SandboxedExecute(Execute):
         tests = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and is_grade(c)]
         last = len(nb.cells) - 1 if self.run_all else max(tests, default=-1)
         kinds = [_kind(c) for c in nb.cells]
+        # The check's plain-Python process starts now, beside the kernel: it imports the lab's modules
+        # while the notebook runs, in a jail of its own that the kernel cannot see (its own mount, PID,
+        # network and IPC namespaces and scratch folder); no cell is sent to it before the kernel is done.
+        self._harness = self._start_check(nb, kinds, max(tests)) if self.check and tests else None
+        try:
+            return self._run(nb, resources, tests, last, kinds)
+        finally:
+            if self._harness is not None:
+                self._harness.close()
+                self._harness = None
+
+    def _run(self, nb, resources, tests: list[int], last: int, kinds: list):
         armed = {}
         for i in tests:
             nonce = secrets.token_hex(16)
@@ -285,22 +302,50 @@ class SandboxedExecute(Execute):
         cells = [Cell(i, kinds[i], to_python(c.source), c.metadata.get("nbgrader", {}).get("grade_id", ""))
                  for i, c in enumerate(nb.cells[: top + 1])
                  if c.cell_type == "code" and (kinds[i] != "test" or i in passed) and i not in stopped]
-        scratch = Path(self.scratch).with_name(Path(self.scratch).name + "-check")
-        (scratch / "work").mkdir(parents=True, exist_ok=True)
-        (scratch / "home").mkdir(exist_ok=True)
-        self._copy_submission_files(scratch / "work")
-        left = self.notebook_timeout - (time.monotonic() - self._started)
-        spec = CheckSpec(scratch=str(scratch), control=self.control, jail=self.sandbox, memory_mb=self.memory_mb,
-                         uid=self.uid, env=_jail_env(str(scratch), self.threads), cell_timeout=self.timeout,
-                         deadline=self.notebook_timeout, delegates=DELEGATES.get(self.lab, {}))
-        result = check_run(cells, spec)
+        demos = set(DEMONSTRATIONS.get(self.lab, ()))
+        short = [c for c in cells if not (c.kind == "locked" and c.grade_id in demos)]
+        harness, self._harness = self._harness, None
+        result = check_run(short, self._check_spec, harness)
         names = {i: nb.cells[i].metadata["nbgrader"]["grade_id"] for i in passed}
         evidence, zeroed = compare(names, passed, result)
+        seconds = result.seconds
+        left = self.notebook_timeout - seconds
+        if evidence and len(short) < len(cells) and left > 0:
+            # It disagreed without the lab's demonstrations: run every cell, from a fresh scratch, before holding.
+            self._fresh_check_scratch()
+            result = check_run(cells, dataclasses.replace(self._check_spec, deadline=left))
+            evidence, zeroed = compare(names, passed, result)
+            seconds += result.seconds
+            self.report["check_every_cell"] = True
         self.report["held"] = evidence
-        self.report["check_seconds"] = round(result.seconds, 1)
+        self.report["check_seconds"] = round(seconds, 1)
         for i, why in zeroed.items():
             nb.cells[i].outputs.insert(0, self._error("Delegated", why))
             self.report["problems"].append(f"'{names[i]}' scored 0: {why}")
+
+    def _start_check(self, nb, kinds: list, last_test: int):
+        """Set up the check's scratch folder and start its process (:func:`course_grading.integrity.start_check`),
+        preloading the modules that the lab's own cells up to its last test import (not its demonstrations)."""
+        from course_grading.preflight import lab_imports
+
+        demos = set(DEMONSTRATIONS.get(self.lab, ()))
+        own = [c for i, c in enumerate(nb.cells[: last_test + 1]) if kinds[i] == "locked"
+               and c.metadata.get("nbgrader", {}).get("grade_id") not in demos]
+        scratch = Path(self.scratch).with_name(Path(self.scratch).name + "-check")
+        self._check_spec = CheckSpec(
+            scratch=str(scratch), control=self.control, jail=self.sandbox, memory_mb=self.memory_mb, uid=self.uid,
+            env=_jail_env(str(scratch), self.threads), cell_timeout=self.timeout, deadline=self.notebook_timeout,
+            delegates=DELEGATES.get(self.lab, {}), preload=lab_imports([{"cells": own}]))
+        self._fresh_check_scratch()
+        return start_check(self._check_spec)
+
+    def _fresh_check_scratch(self) -> None:
+        """The check's scratch folder, empty but for a copy of the submission's files."""
+        scratch = Path(self._check_spec.scratch)
+        shutil.rmtree(scratch, ignore_errors=True)
+        (scratch / "work").mkdir(parents=True)
+        (scratch / "home").mkdir()
+        self._copy_submission_files(scratch / "work")
 
     def _prepare_scratch(self, resources) -> None:
         """Copy the submission's folder (files only, no notebooks, no links) into the scratch."""

@@ -4,6 +4,8 @@
   replaced built-ins are put back before a test, magics do nothing, a reference implementation called
   from the student's code (not from the test) is reported, a cell that defeats its time limit costs only
   its own part, and a result line forged by the student's code is noticed.
+* a check process started ahead (start_check) preloads the lab's imports, ignoring those that fail;
+  every lab's DEMONSTRATIONS, which the re-run skips, bind no name that a later cell reads.
 * course_grading.preflight refuses an environment whose course package the jail cannot import.
 * course_grading.kernel's labels: a failed import in a lab cell marks the environment broken, one in the
   student's code is a problem; "the test did not run to its end" only where no error was shown.
@@ -12,8 +14,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import symtable
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +27,10 @@ import pytest
 from course_grading import cli, sandbox
 from course_grading.autograde import PreflightError, autograde
 from course_grading.course import find_root, nbgrader_command, nbgrader_env
-from course_grading.integrity import Cell, CheckSpec, check_run, compare, resume_plan, to_python
+from course_grading.cells import cell_source, strip_markers
+from course_grading.course import list_labs
+from course_grading.integrity import (DEMONSTRATIONS, Cell, CheckSpec, check_run, compare, resume_plan, start_check,
+                                      to_python)
 from course_grading.kernel import _jail_env
 from course_grading.preflight import lab_imports, preflight
 
@@ -31,14 +38,15 @@ ROOT = find_root(Path(__file__).parent)
 JAIL = sandbox.available()[0]
 
 
-def run(tmp_path: Path, cells: list[Cell], **kw):
+def run(tmp_path: Path, cells: list[Cell], ahead: bool = False, **kw):
+    """check_run on ``cells``; ``ahead``: with a process started beforehand by start_check."""
     scratch, control = tmp_path / "scratch", tmp_path / "control"
     (scratch / "work").mkdir(parents=True)
     (scratch / "home").mkdir()
     control.mkdir()
     spec = CheckSpec(scratch=str(scratch), control=str(control), jail=JAIL, memory_mb=1024, uid=62980,
                      env=_jail_env(str(scratch), 1), cell_timeout=kw.pop("cell_timeout", 20), deadline=120, **kw)
-    return check_run(cells, spec)
+    return check_run(cells, spec, start_check(spec) if ahead else None)
 
 
 def test_resume_plan_skips_to_the_next_part():
@@ -110,6 +118,57 @@ def test_a_forged_result_line_and_a_disagreement_are_evidence(tmp_path):
     assert result.tests.get(1, (False, ""))[0] is False
     evidence, _ = compare({1: "t_answer"}, {1}, result)
     assert evidence and "passed in the notebook's kernel" in evidence[0]
+
+
+def test_a_check_started_ahead_preloads_the_lab_imports_and_still_refuses_tracing(tmp_path):
+    cells = [
+        Cell(0, "locked", "import colorsys"),
+        Cell(1, "solution", "import sys\n\ndef preloaded():\n"
+                            "    return sorted(m for m in ('colorsys', 'wave') if m in sys.modules)\n"),
+        Cell(2, "", "sys.settrace(lambda *a: None)"),
+        Cell(3, "test", "assert preloaded() == ['colorsys', 'wave']", "test_preloaded"),
+    ]
+    result = run(tmp_path, cells, ahead=True, preload=["colorsys", "wave", "no_such_module_here"])
+    assert result.tests == {3: (True, "")}, result
+    assert any("sys.settrace" in e for e in result.evidence), result.evidence
+
+
+def _bound_and_free(source: str) -> tuple[set[str], set[str]]:
+    """Names a cell binds at module level, and the global names it (or a function it defines) reads."""
+    table = symtable.symtable(source, "<cell>", "exec")
+    bound = {s.get_name() for s in table.get_symbols() if s.is_assigned() or s.is_imported() or s.is_namespace()}
+    free = set()
+
+    def walk(t, top):
+        for s in t.get_symbols():
+            if s.is_referenced() and (s.is_global() or (top and not s.is_assigned())):
+                free.add(s.get_name())
+        for child in t.get_children():
+            walk(child, False)
+    walk(table, True)
+    return bound, free
+
+
+@pytest.mark.parametrize("lab", sorted(DEMONSTRATIONS))
+def test_demonstrations_feed_no_later_cell(lab):
+    """The re-run may skip a lab's demonstrations only if they are its own read-only cells before its last
+    test and no later cell (up to the last test) reads a name they bind."""
+    assert lab in list_labs(ROOT)
+    nb = json.loads((ROOT / "solutions" / lab / f"{lab}.ipynb").read_text())
+    cells = [(c.get("metadata", {}).get("nbgrader", {}), to_python(strip_markers(cell_source(c))))
+             for c in nb["cells"] if c["cell_type"] == "code"]
+    last = max(k for k, (meta, _) in enumerate(cells) if meta.get("grade"))
+    demos = set(DEMONSTRATIONS[lab])
+    found = {meta.get("grade_id"): k for k, (meta, _) in enumerate(cells) if meta.get("grade_id") in demos}
+    assert set(found) == demos, demos - set(found)
+    for gid, k in found.items():
+        meta, source = cells[k]
+        assert meta.get("locked") and not meta.get("grade") and not meta.get("solution") and k < last, gid
+        bound = _bound_and_free(source)[0]
+        for later_meta, later in cells[k + 1: last + 1]:
+            if later_meta.get("grade_id") not in demos:
+                read = bound & _bound_and_free(later)[1]
+                assert not read, f"{gid} binds {sorted(read)}, which {later_meta.get('grade_id')} reads"
 
 
 def test_lab_imports_reads_every_code_cell():
