@@ -166,11 +166,17 @@ _SLOT = None
 
 
 def _init_worker(counter) -> None:
-    """Give each worker process its own slot (its jail uid)."""
+    """Give each worker process its own slot (its jail uid) and import what grading needs (seconds)."""
     global _SLOT
     with counter.get_lock():
         _SLOT = counter.value
         counter.value += 1
+    import nbgrader.apps  # noqa: F401
+    import course_grading.kernel  # noqa: F401
+
+
+def _warm_up() -> None:
+    """Nothing: submitted once per worker so that the workers start at once."""
 
 
 def _grade_one(task: dict) -> dict:
@@ -383,19 +389,14 @@ def autograde(lab: str, submissions: str | os.PathLike | None = None, root: str 
     try:
         release = _ensure_assignment(root, lab, db, work)
         notebooks = _notebook_names(db, lab)
-        broken = preflight(release, notebooks, jailed, memory_mb)  # the lab's imports, in the jail, first
-        if broken:
-            raise PreflightError(_preflight_message(lab, broken))
         _template_gradebook(db, work / "template.db")
         known = _in_gradebook(db, lab)
-        tasks, digests = [], {}
+        tasks, digests, decided = [], {}, []  # decided: (outcome, fresh) to record and tell once the preflight passed
         for folder in sorted(p for p in submitted.iterdir() if p.is_dir()):
             if students is not None and folder.name not in students:
                 continue
             if not STUDENT_ID.match(folder.name):
-                outcomes.append(Outcome(folder.name, reason="student id with unexpected characters: not graded"))
-                record(outcomes[-1], None)
-                tell(outcomes[-1], True)
+                decided.append((Outcome(folder.name, reason="student id with unexpected characters: not graded"), True))
                 continue
             if not (folder / lab).is_dir():
                 continue
@@ -403,34 +404,44 @@ def autograde(lab: str, submissions: str | os.PathLike | None = None, root: str 
             previous = rows.get(folder.name)
             if not force and results.is_current(previous, digest, key) and (
                     previous.get("status") != "graded" or folder.name in known):
-                tell(results.outcome_of(previous), False)
+                decided.append((results.outcome_of(previous), False))
                 continue
             tasks.append(dict(student=folder.name, lab=lab, root=str(root), submission=str(folder / lab),
                               course=str(work / f"t{len(tasks):04d}" / "course"), template_db=str(work / "template.db"),
                               release=str(release), notebooks=notebooks, timeout=timeout, cell_timeout=cell_timeout,
                               memory_mb=memory_mb, sandbox=jailed, run_all=run_all, feedback=feedback,
                               threads=max(1, (os.cpu_count() or 1) // jobs)))
-        if not jailed:
-            print(f"WARNING: grading UNSANDBOXED ({why}): student code runs with your rights.", file=sys.stderr)
         ctx = get_context("spawn")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(ctx.Value("i", 0),)) as pool, \
-                tqdm(total=len(tasks), desc=f"grading {lab}", disable=not progress or not tasks) as bar:
-            futures = {pool.submit(_grade_one, task): task for task in tasks}
-            for future in as_completed(futures):
-                task = futures[future]
-                try:
-                    result = future.result()
-                    if result["status"] in ("graded", "held"):
-                        _merge(result, db, lab, root)  # one at a time: the parent alone writes grades
-                except Exception as e:  # noqa: BLE001 - record it, grade the others
-                    result = asdict(Outcome(task["student"], reason=f"grader error: {type(e).__name__}: {e}"))
-                result.pop("course", None)
-                result.pop("log", None)
-                outcomes.append(Outcome(**result))
-                record(outcomes[-1], digests[task["student"]])
-                tell(outcomes[-1], True, bar)
-                bar.update()
+                                 initargs=(ctx.Value("i", 0),)) as pool:
+            for _ in range(min(jobs, len(tasks))):  # the workers start, and import nbgrader, during the preflight
+                pool.submit(_warm_up)
+            broken = preflight(release, notebooks, jailed, memory_mb)  # the lab's imports, in the jail, first
+            if broken:  # nothing was graded, recorded or told yet
+                raise PreflightError(_preflight_message(lab, broken))
+            for outcome, fresh in decided:
+                if fresh:
+                    outcomes.append(outcome)
+                    record(outcome, None)
+                tell(outcome, fresh)
+            if not jailed:
+                print(f"WARNING: grading UNSANDBOXED ({why}): student code runs with your rights.", file=sys.stderr)
+            with tqdm(total=len(tasks), desc=f"grading {lab}", disable=not progress or not tasks) as bar:
+                futures = {pool.submit(_grade_one, task): task for task in tasks}
+                for future in as_completed(futures):
+                    task = futures[future]
+                    try:
+                        result = future.result()
+                        if result["status"] in ("graded", "held"):
+                            _merge(result, db, lab, root)  # one at a time: the parent alone writes grades
+                    except Exception as e:  # noqa: BLE001 - record it, grade the others
+                        result = asdict(Outcome(task["student"], reason=f"grader error: {type(e).__name__}: {e}"))
+                    result.pop("course", None)
+                    result.pop("log", None)
+                    outcomes.append(Outcome(**result))
+                    record(outcomes[-1], digests[task["student"]])
+                    tell(outcomes[-1], True, bar)
+                    bar.update()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     outcomes.sort(key=lambda o: o.student)
