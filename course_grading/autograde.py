@@ -21,12 +21,16 @@ How a submission is graded (one worker process per ``jobs`` slot):
    Every test cell gets a last line printing a fresh random nonce; a test cell
    earns its points only if that nonce was printed and the cell raised no
    error and wrote nothing to stderr (nbgrader's rule), so a kernel that hides
-   its tracebacks scores nothing.
+   its tracebacks scores nothing. The passed tests are re-run without IPython
+   (:mod:`course_grading.integrity`).
 4. The grades are copied from the throwaway gradebook into the real one by
    the parent process, one submission at a time; feedback is generated and the
    submission's row merged into ``grades/<lab>.csv`` and ``grades/<lab>.json``
    (:mod:`course_grading.results`), which also decide what a later run skips:
    a submission whose content and grader are unchanged is not graded again.
+
+The preflight (:mod:`course_grading.preflight`) runs while the workers start
+and grade the first submissions; nothing is merged before it passed.
 """
 
 from __future__ import annotations
@@ -171,12 +175,12 @@ def _init_worker(counter) -> None:
     with counter.get_lock():
         _SLOT = counter.value
         counter.value += 1
+    # jsonschema registers an IRI format checker when rfc3987_syntax is installed, which builds its grammar
+    # at import: 1 to 2 s of every worker here. Nothing here checks formats (nbformat and nbgrader validate
+    # notebooks without a format checker), so this process goes without it.
+    sys.modules.setdefault("rfc3987_syntax", None)
     import nbgrader.apps  # noqa: F401
     import course_grading.kernel  # noqa: F401
-
-
-def _warm_up() -> None:
-    """Nothing: submitted once per worker so that the workers start at once."""
 
 
 def _grade_one(task: dict) -> dict:
@@ -348,7 +352,7 @@ def autograde(lab: str, submissions: str | os.PathLike | None = None, root: str 
 
     Returns one :class:`Outcome` per submission graded in this run (not the skipped ones).
     """
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
     from multiprocessing import get_context
 
     from tqdm.auto import tqdm
@@ -413,12 +417,18 @@ def autograde(lab: str, submissions: str | os.PathLike | None = None, root: str 
                               threads=max(1, (os.cpu_count() or 1) // jobs)))
         ctx = get_context("spawn")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(ctx.Value("i", 0),)) as pool:
-            for _ in range(min(jobs, len(tasks))):  # the workers start, and import nbgrader, during the preflight
-                pool.submit(_warm_up)
-            broken = preflight(release, notebooks, jailed, memory_mb)  # the lab's imports, in the jail, first
-            if broken:  # nothing was graded, recorded or told yet
-                raise PreflightError(_preflight_message(lab, broken))
+                                 initargs=(ctx.Value("i", 0),)) as pool, ThreadPoolExecutor(1) as thread:
+            # The preflight (the lab's imports, in a jail) runs while the workers start and grade the first
+            # submissions into their throwaway courses; no result is merged, recorded or told before it passed.
+            checked = thread.submit(preflight, release, notebooks, jailed, memory_mb)
+            futures = {pool.submit(_grade_one, task): task for task in tasks}
+            try:
+                broken = checked.result()
+                if broken:  # nothing was recorded or told yet: drop what was graded, wait for what is running
+                    raise PreflightError(_preflight_message(lab, broken))
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
             for outcome, fresh in decided:
                 if fresh:
                     outcomes.append(outcome)
@@ -427,7 +437,6 @@ def autograde(lab: str, submissions: str | os.PathLike | None = None, root: str 
             if not jailed:
                 print(f"WARNING: grading UNSANDBOXED ({why}): student code runs with your rights.", file=sys.stderr)
             with tqdm(total=len(tasks), desc=f"grading {lab}", disable=not progress or not tasks) as bar:
-                futures = {pool.submit(_grade_one, task): task for task in tasks}
                 for future in as_completed(futures):
                     task = futures[future]
                     try:
