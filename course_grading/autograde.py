@@ -423,6 +423,8 @@ def autograde(lab: str, submissions: str | os.PathLike | None = None, root: str 
             checked = thread.submit(preflight, release, notebooks, jailed, memory_mb)
             futures = {pool.submit(_grade_one, task): task for task in tasks}
             try:
+                if tasks:
+                    import nbgrader.api  # noqa: F401 - what the merges need (seconds), imported while the workers grade
                 broken = checked.result()
                 if broken:  # nothing was recorded or told yet: drop what was graded, wait for what is running
                     raise PreflightError(_preflight_message(lab, broken))
