@@ -3,8 +3,8 @@
 Run with ``python benchmarks/grading.py`` (options: ``--help``). For each lab, in a
 throwaway course, it releases the lab (``nbgrader generate_assignment``), writes
 ``--copies`` submissions of the instructor's solution (markers removed), times
-the solution itself (a plain Jupyter kernel, no jail, the cells up to the last
-test cell: what the grader runs), then times
+the solution itself (a plain Jupyter kernel, no jail, with the grader's thread count, the cells
+up to the last test cell: what the grader runs), then times
 ``course_grading.autograde.autograde`` with ``--jobs`` parallel jailed kernels,
 the integrity check and feedback included, and checks that every copy got full
 marks, none was held and none needed the re-run of every cell (the false-hold
@@ -188,6 +188,8 @@ def bench(root: Path, lab: str, copies: int, jobs: int, timeout: float, memory: 
 
 def one(args: argparse.Namespace) -> None:
     """Internal: one lab with one grader, as a JSON line on stdout (the last line)."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # the solution's kernel gets the
+        os.environ[var] = str(max(1, (os.cpu_count() or 1) // args.jobs))  # thread count the grader gives a kernel
     import course_grading
 
     from course_grading.course import find_root
@@ -246,7 +248,7 @@ def main() -> None:
                   "overhead in the worker s (median)", "of which the integrity check s", "CPU s per submission",
                   "solution CPU s", "CPU overhead s", "full marks", "held", "re-run of every cell"], rows)
     body += (f"\n\nSandboxed (unshare jail per kernel), integrity check and feedback included; solution time: the "
-             f"solved notebook up to its last test cell in a plain kernel; CPU: user + system time of every process "
+             f"solved notebook up to its last test cell in a plain kernel with the grader's thread count; CPU: user + system time of every process "
              f"involved; load average: the 1-minute figure when each row started (from {min(loads):.1f} to "
              f"{max(loads):.1f}); {os.cpu_count()} CPU cores." +
              (" Baseline: the course_grading package of " + args.baseline + ", graded in the same run, "
