@@ -37,6 +37,7 @@ from course_grading import cli, sandbox
 from course_grading.autograde import SandboxUnavailable, autograde
 from course_grading.course import find_root, list_labs, nbgrader_command, nbgrader_env
 from course_grading.flags import suspicious
+from course_grading.integrity import DEMONSTRATIONS
 from course_grading.labs import graded_parts
 from course_grading.repair import SubmissionError, load_submission, repair
 
@@ -434,6 +435,9 @@ def test_only_tampering_is_held(battery):
         assert any("passed in the notebook's kernel" in e for e in battery["outcomes"][student]["evidence"])
     honest = battery["outcomes"]["honest_variant"]
     assert honest["status"] == "graded" and not honest["evidence"] and not honest["problems"], honest
+    if DEMONSTRATIONS.get(battery["lab"]):  # the re-run skipped them: a hold is confirmed with every cell first
+        assert any(battery["outcomes"][s]["check_every_cell"] for s in held), held
+        assert not honest["check_every_cell"], honest
 
 
 def test_report_names_what_happened(battery):
