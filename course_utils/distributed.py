@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -94,7 +95,9 @@ def _rank_main(fn: Callable[..., Any], rank: int, world_size: int, port: int, ar
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
                                 timeout=datetime.timedelta(seconds=timeout))
         try:
-            queue.put((rank, True, fn(rank, world_size, *args)))
+            # pickled here, by value: a tensor put on the queue as it is would travel as a handle to
+            # shared memory that dies with this process
+            queue.put((rank, True, pickle.dumps(fn(rank, world_size, *args))))
         finally:
             dist.destroy_process_group()
     except BaseException:  # noqa: BLE001 - the parent re-raises it with this rank's traceback
@@ -130,16 +133,25 @@ def run_on_ranks(fn: Callable[..., Any], world_size: int, *args: Any, timeout: f
     for p in procs:
         p.start()
     out: dict[int, Any] = {}
+    failed: dict[int, str] = {}
     try:
-        while len(out) < world_size:
-            try:
-                rank, ok, value = results.get(timeout=timeout)
+        while len(out) + len(failed) < world_size:
+            try:  # after a failure the others usually fail soon (their peer is gone): wait a little for them
+                rank, ok, value = results.get(timeout=5.0 if failed else timeout)
             except queue_module.Empty:
+                if failed:
+                    break
                 raise RuntimeError(f"run_on_ranks: no result from ranks {sorted(set(range(world_size)) - set(out))} "
                                    f"within {timeout:g} s") from None
-            if not ok:
-                raise RuntimeError(f"rank {rank} of {world_size} failed:\n{value}")
-            out[rank] = value
+            if ok:
+                out[rank] = pickle.loads(value)
+            else:
+                failed[rank] = value
+        if failed:
+            # the cause first: a rank whose peer vanished fails with a connection error
+            order = sorted(failed, key=lambda r: ("Connection closed by peer" in failed[r]
+                                                  or "Connection reset" in failed[r], r))
+            raise RuntimeError("\n".join(f"rank {r} of {world_size} failed:\n{failed[r]}" for r in order))
     finally:
         for p in procs:
             p.join(timeout=5)
@@ -379,6 +391,53 @@ def _measure(out: Path, n_layer: int, n_embd: int, vocab_size: int, batch: int, 
     dist.destroy_process_group()
 
 
+def demo_batches(n: int, batch_size: int = 8, block_size: int = 64, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    """``n`` fixed batches of byte-level windows of the course's prose corpus
+    (``course_utils.data.prose_text``, bytes as tokens 0-255): every process and
+    every run of the chapter's training jobs sees the same list.
+    Each batch: ``{"input_ids": (B, T), "labels": (B, T)}``."""
+    from .data import prose_text
+    from .data.batching import random_batch
+
+    data = torch.tensor(list(prose_text("train").encode("utf-8")[:400_000]), dtype=torch.long)
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    return [random_batch(data, block_size, batch_size, generator=generator) for _ in range(check_int("n", n, minimum=1))]
+
+
+def demo_model() -> nn.Module:
+    """The chapter's small byte-level GPT (seeded, no dropout)."""
+    from .transformer import DecoderOnlyLM, TransformerConfig
+
+    torch.manual_seed(0)
+    return DecoderOnlyLM(TransformerConfig(vocab_size=256, block_size=64, n_layer=2, n_head=2, n_embd=64,
+                                           dropout=0.0))
+
+
+def train_job(out: str | os.PathLike, steps: int, *, parallel: str = "ddp", grad_accum_steps: int = 1,
+              resume_from: str | os.PathLike | None = None, checkpoint_every: int = 0) -> dict[str, Any]:
+    """Train :func:`demo_model` on :func:`demo_batches` with
+    :func:`course_utils.training.train` and return (and, on process 0, write to
+    ``out/history.json``) its history. Under ``torchrun`` with N processes and
+    ``grad_accum_steps=1`` each update uses N batches of the list, one per
+    process; one process with ``grad_accum_steps=N`` uses the same N batches,
+    so the two runs see the same data."""
+    from .training import TrainConfig, train
+
+    torch.set_num_threads(1)
+    out = Path(out)
+    config = TrainConfig(max_steps=steps, lr=3e-3, warmup_steps=min(10, steps), grad_accum_steps=grad_accum_steps,
+                         eval_every=max(1, steps // 6), eval_batches=4, log_every=1, device="cpu", progress=False,
+                         parallel=parallel, checkpoint_dir=str(out / "checkpoints"),
+                         checkpoint_every=checkpoint_every)
+    history = train(demo_model(), demo_batches(256), config, val_batches=demo_batches(4, seed=1),
+                    resume_from=resume_from).as_dict()
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "history.json").write_text(json.dumps(history))
+    return history
+
+
 def read_measurement(out: str | os.PathLike) -> list[dict[str, Any]]:
     """The ``rank{r}.json`` records a ``measure`` job wrote, in rank order."""
     files = sorted(Path(out).glob("rank*.json"), key=lambda f: int(f.stem[4:]))
@@ -399,9 +458,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     m.add_argument("--vocab-size", type=int, default=257)
     m.add_argument("--batch", type=int, default=4)
     m.add_argument("--seq", type=int, default=32)
+    t = sub.add_parser("train", help="train_job: the chapter's small GPT with course_utils.training.train")
+    t.add_argument("out", type=Path)
+    t.add_argument("--steps", type=int, default=60)
+    t.add_argument("--parallel", choices=("ddp", "fsdp"), default="ddp")
+    t.add_argument("--grad-accum-steps", type=int, default=1)
+    t.add_argument("--checkpoint-every", type=int, default=0)
+    t.add_argument("--resume-from", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.command == "measure":
         _measure(args.out, args.n_layer, args.n_embd, args.vocab_size, args.batch, args.seq)
+    else:
+        train_job(args.out, args.steps, parallel=args.parallel, grad_accum_steps=args.grad_accum_steps,
+                  resume_from=args.resume_from, checkpoint_every=args.checkpoint_every)
 
 
 if __name__ == "__main__":
