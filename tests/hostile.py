@@ -365,6 +365,12 @@ DELEGATED: dict[str, tuple[int, str]] = {
     "lab03_tokenization": (1, "from course_utils import tokenization as _tk\n\n\n"
                               "def get_pair_counts(ids):\n    return _tk.get_pair_counts(ids)\n\n\n"
                               "def merge(ids, pair, new_id):\n    return _tk.merge(ids, pair, new_id)\n"),
+    "lab10_modern_blocks": (1, "from course_utils.transformer import RMSNorm\n\n\n"
+                               "def rms_norm(x, weight, eps=1e-6):\n"
+                               "    norm = RMSNorm(x.shape[-1], eps=eps)\n"
+                               "    with torch.no_grad():\n"
+                               "        norm.weight.copy_(weight)\n"
+                               "        return norm(x)\n"),
 }
 
 #: Per lab, correct answers written differently (solution cell id -> code): never held, full marks.
@@ -464,6 +470,49 @@ HONEST: dict[str, dict[str, str]] = {
             "    sims = F.cosine_similarity(E.double(), E[idx].double()[None], dim=-1)\n"
             "    order = sorted((j for j in range(len(E)) if j != idx), key=lambda j: -float(sims[j]))\n"
             "    return order[:k]\n"),
+    },
+    "lab10_modern_blocks": {
+        "rms_norm": (
+            "def rms_norm(x, weight, eps=1e-6):\n"
+            "    rows = x.double().reshape(-1, x.shape[-1])\n"
+            "    out = torch.stack([row / math.sqrt(float((row ** 2).sum()) / len(row) + eps) for row in rows])\n"
+            "    return (out.reshape(x.shape) * weight.double()).float()\n"),
+        "rope": (
+            "def rope_cos_sin(positions, head_dim, theta=10000.0):\n"
+            "    half = head_dim // 2\n"
+            "    angles = [[p * theta ** (-2 * i / head_dim) for i in range(half)] for p in positions.tolist()]\n"
+            "    cos = torch.tensor([[math.cos(a) for a in row] * 2 for row in angles], dtype=torch.float32)\n"
+            "    sin = torch.tensor([[math.sin(a) for a in row] * 2 for row in angles], dtype=torch.float32)\n"
+            "    return cos, sin\n\n\n"
+            "def apply_rope(x, cos, sin):\n"
+            "    half = x.shape[-1] // 2\n"
+            "    a, b, c, s = x[..., :half], x[..., half:], cos[:, :half], sin[:, :half]\n"
+            "    return torch.cat([a * c - b * s, b * c + a * s], dim=-1)\n"),
+        "relative_position_bucket": (
+            "def relative_position_bucket(relative_position, bidirectional=True, num_buckets=32, max_distance=128):\n"
+            "    rel = relative_position.detach().cpu().numpy().astype(np.int64)\n"
+            "    if bidirectional:\n"
+            "        n = num_buckets // 2\n"
+            "        offset, d = np.where(rel > 0, n, 0), np.abs(rel)\n"
+            "    else:\n"
+            "        n, offset, d = num_buckets, 0, np.maximum(-rel, 0)\n"
+            "    exact = n // 2\n"
+            "    scale = np.log(np.maximum(d, 1) / exact) / np.log(max_distance / exact) * (n - exact)\n"
+            "    large = np.minimum(exact + np.floor(scale).astype(np.int64), n - 1)\n"
+            "    return torch.from_numpy(np.asarray(offset + np.where(d < exact, d, large), dtype=np.int64))\n"),
+        "gqa": (
+            "from course_utils.attention import scaled_dot_product_attention as plain_attention\n\n\n"
+            "def repeat_kv(x, n_rep):\n"
+            "    B, H_kv, T, D = x.shape\n"
+            "    return x[:, :, None].expand(B, H_kv, n_rep, T, D).reshape(B, H_kv * n_rep, T, D)\n\n\n"
+            "def grouped_query_attention(q, k, v, mask=None):\n"
+            "    n_rep = q.shape[1] // k.shape[1]\n"
+            "    return plain_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask=mask)[0]\n"),
+        "swiglu": (
+            "def swiglu(x, w_gate, w_up, w_down):\n"
+            "    gate = F.linear(x, w_gate)\n"
+            "    return F.linear(gate * torch.sigmoid(gate) * F.linear(x, w_up), w_down)\n\n\n"
+            "plt.figure()\nplt.plot([-3, 0, 3], [-0.14, 0, 2.86])\nplt.title('silu, roughly')\nplt.show()\n"),
     },
 }
 
