@@ -250,14 +250,16 @@ def continued_pretraining(model: nn.Module, train_batches: Batches, config: Trai
 
 def plot_domain_curves(runs: Mapping[str, Mapping[str, Sequence[float]]], domains: Sequence[str] | None = None,
                        title: str | None = None) -> "Figure":
-    """Perplexity on each domain across training: one panel per domain, one line per run (log scale).
+    """Perplexity on each domain across training: one panel per domain, one line per run.
 
     ``runs`` maps a run's label (e.g. ``"0 % old data"``) to the ``curves``
     that :func:`continued_pretraining` returned; ``domains`` (default: every
     domain of the first run) picks and orders the panels. The step-0 value is
-    the model before continued pre-training, marked with a dotted line.
+    the model before continued pre-training, marked with a dotted line. A
+    panel whose values span more than a factor of 5 has a log scale.
     """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
     if not isinstance(runs, Mapping) or not runs:
         raise TypeError("runs must be a non-empty dict {label: curves from continued_pretraining}")
@@ -275,7 +277,11 @@ def plot_domain_curves(runs: Mapping[str, Mapping[str, Sequence[float]]], domain
         for label, curves in runs.items():
             ax.plot(curves["step"], curves[domain], marker="o", markersize=3, label=label)
         ax.axhline(first[domain][0], color="gray", linestyle=":", label="before")
-        ax.set_yscale("log")
+        values = [v for curves in runs.values() for v in curves[domain]]
+        if max(values) > 5 * min(values):
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 100, not 10^2
+            ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
         ax.set_xlabel("continued pre-training step")
         ax.set_ylabel("validation perplexity")
         ax.set_title(domain)

@@ -314,6 +314,7 @@ def test_plot_domain_curves():
     axes = fig.get_axes()
     assert [ax.get_title() for ax in axes] == ["code", "prose"]
     assert [len(ax.get_lines()) for ax in axes] == [3, 3]  # two runs and the "before" line
+    assert [ax.get_yscale() for ax in axes] == ["log", "linear"]  # code spans a factor of 25, prose of 2
     assert list(axes[1].get_lines()[0].get_ydata()) == [50.0, 100.0]
     assert [ax.get_title() for ax in plot_domain_curves(runs, domains=["prose"]).get_axes()] == ["prose"]
     with pytest.raises(TypeError, match="non-empty dict"):
