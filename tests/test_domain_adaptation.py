@@ -25,16 +25,7 @@ from course_utils.domain_adaptation import (CODE_MODULES, code_corpus, continued
                                             plot_domain_curves, split_by_file, stdlib_root, strip_docstrings)
 from course_utils.training import TrainConfig, evaluate, train
 from course_utils.transformer import DecoderOnlyLM, TransformerConfig
-
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two threads on a busy 2-core machine are much slower than one for these tiny models."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from test_training import one_thread  # noqa: F401  (autouse: one thread, as there)
 
 
 # ----------------------------------------------------------------------------- strip_docstrings
