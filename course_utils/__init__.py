@@ -15,6 +15,7 @@ module                    what it holds
 ``data``                  offline corpora, batching and collators
 ``sampling``              temperature, top-k and top-p
 ``curation``              pre-training data filters and deduplication
+``domain_adaptation``     continued pre-training on a new domain, mixing
 ``memory``                GPU memory for inference and training
 ``quantization``          number formats and int8 quantization
 ``plotting``              the figures of the book
@@ -40,6 +41,7 @@ _SUBMODULES = {
     "curation",
     "data",
     "device",
+    "domain_adaptation",
     "memory",
     "notebook",
     "plotting",
