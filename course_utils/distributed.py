@@ -12,7 +12,7 @@ talk through ``torch.distributed``'s Gloo backend over the loopback interface
   (``DistributedDataParallel``, Li et al. 2020), ``"zero1"`` (DDP plus
   ``ZeroRedundancyOptimizer``, stage 1 of Rajbhandari et al. 2020) or
   ``"fsdp"`` (FSDP2's ``fully_shard`` on every transformer block and on the
-  whole model, Zhao et al. 2023), and :func:`make_optimizer` builds the
+  whole model, which shards like ZeRO stage 3; Zhao et al. 2023), and :func:`make_optimizer` builds the
   matching AdamW;
 * :func:`held_memory` adds up the bytes of weights, gradients and optimizer
   states a process really holds (only its shards), to compare with
@@ -61,7 +61,8 @@ __all__ = [
 ]
 
 #: The strategies :func:`shard` applies (``course_utils.memory.SHARDINGS`` also
-#: predicts ZeRO-2, which PyTorch's core has no engine for).
+#: predicts ZeRO-2, which the course does not run; FSDP's ``reshard_after_forward=False``
+#: comes close to it).
 STRATEGIES = ("ddp", "zero1", "fsdp")
 
 

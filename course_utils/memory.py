@@ -697,9 +697,9 @@ def communication_volume(
       ``{"reduce_scatter": P, "all_gather": P}``);
     * ``zero3``/``fsdp``: the weights are gathered before the forward and again
       before the backward, and the gradients reduce-scattered
-      (``{"all_gather": 2P, "reduce_scatter": P}``). PyTorch's FSDP does not
-      gather the outermost (root) module's own parameters a second time, since
-      its backward follows its forward at once: with a module as the model, give
+      (``{"all_gather": 2P, "reduce_scatter": P}``). By default PyTorch's FSDP
+      keeps the outermost (root) unit's gathered weights from the forward to
+      the backward pass, so they are gathered once: with a module as the model, give
       the submodules that got their own ``fully_shard`` as ``fsdp_units`` and
       the parameters outside them count once in ``"all_gather"``. With a module
       the payloads are padded as FSDP2 pads them (each tensor to a multiple of

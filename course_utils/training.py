@@ -700,7 +700,8 @@ def train(
         _load_rng(Path(resume_from), rank, data, device)
     net = model
     if world > 1 and not fsdp:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                                  gradient_as_bucket_view=True)  # no second copy of the gradients
     accum = config.grad_accum_steps
     tokens = history.tokens[-1] if history.tokens else 0
     t0 = time.perf_counter() - (history.time[-1] if history.time else 0.0)
