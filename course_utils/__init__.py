@@ -17,6 +17,7 @@ module                    what it holds
 ``curation``              pre-training data filters and deduplication
 ``memory``                GPU memory for inference and training
 ``quantization``          number formats and int8 quantization
+``scaling``               compute (6ND), loss laws, compute-optimal sizes
 ``plotting``              the figures of the book
 ``notebook``              ``glue`` and ``show_source`` for the chapters
 ``checks``                argument checks shared by every module
@@ -48,6 +49,7 @@ _SUBMODULES = {
     "quantization",
     "rnn",
     "sampling",
+    "scaling",
     "token_classification",
     "tokenization",
     "training",
