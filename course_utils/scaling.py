@@ -400,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     pt = sub.add_parser("point", help="re-run one point of the shipped table and compare")
     pt.add_argument("n_layer", type=int)
     pt.add_argument("n_embd", type=int)
+    pt.add_argument("n_head", type=int)
     pt.add_argument("budget", type=float)
     args = ap.parse_args(argv)
     if args.command == "sweep":
@@ -407,12 +408,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(table['rows'])} runs in {table['sweep_seconds']:.0f} s, written to {args.out}")
         return 0
     table = load_sweep()
-    shipped = [r for r in table["rows"] if (r["n_layer"], r["n_embd"], r["budget"]) ==
-               (args.n_layer, args.n_embd, args.budget)]
+    point = (args.n_layer, args.n_embd, args.n_head, args.budget)
+    shipped = [r for r in table["rows"] if (r["n_layer"], r["n_embd"], r["n_head"], r["budget"]) == point]
     if not shipped:
-        ap.error("no such point in the shipped table")
-    row = run_point(args.n_layer, args.n_embd, args.budget, table["sweep_settings"], progress=True)
-    print(json.dumps({"shipped": shipped[0], "now": row}, indent=1))
+        ap.error(f"no point {point} in the shipped table")
+    row = run_point(*point, table["sweep_settings"], progress=True)
+    print(f"validation loss: table {shipped[0]['val_loss']:.4f}, now {row['val_loss']:.4f} "
+          f"({row['val_loss'] - shipped[0]['val_loss']:+.4f} nats, {row['seconds']:.0f} s of training)")
     return 0
 
 

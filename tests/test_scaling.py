@@ -217,3 +217,11 @@ def test_sweep_writes_a_table_that_loads_back(tmp_path, data):
     assert back["sweep_settings"] == settings
     assert [r["budget"] for r in back["rows"]] == [1e8, 2e8]  # cheapest budget first
     assert back["rows"] == table["rows"]
+
+
+def test_command_refuses_a_point_not_in_the_table(capsys):
+    from course_utils.scaling import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["point", "1", "8", "1", "123.0"])
+    assert exit_info.value.code == 2 and "no point" in capsys.readouterr().err
