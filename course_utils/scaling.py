@@ -58,6 +58,7 @@ __all__ = [
     "fit_isoflop",
     "SweepSettings",
     "SWEEP_PATH",
+    "SWEEP_COMMAND",
     "sweep_data",
     "run_point",
     "sweep",
@@ -88,7 +89,7 @@ def petaflop_s_days(flops: float) -> float:
 def compute_optimal(flops: float, tokens_per_param: float = 20.0) -> tuple[float, float]:
     """Split a budget by a fixed ratio: ``(N, D)`` with ``6 N D = flops`` and ``D = tokens_per_param * N``.
 
-    ``N = sqrt(flops / (6 * tokens_per_param))``. Example: ``compute_optimal(1.2e21)`` -> ``(1e9, 2e10)``.
+    ``N = sqrt(flops / (6 * tokens_per_param))``. Example: ``compute_optimal(1.2e20)`` -> ``(1e9, 2e10)``.
     """
     c = check_number("flops", flops, low=0, low_open=True)
     r = check_number("tokens_per_param", tokens_per_param, low=0, low_open=True)
