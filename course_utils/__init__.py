@@ -18,6 +18,7 @@ module                    what it holds
 ``domain_adaptation``     continued pre-training on a new domain, mixing
 ``memory``                GPU memory for inference and training
 ``quantization``          number formats and int8 quantization
+``scaling``               compute (6ND), loss laws, compute-optimal sizes
 ``plotting``              the figures of the book
 ``notebook``              ``glue`` and ``show_source`` for the chapters
 ``checks``                argument checks shared by every module
@@ -50,6 +51,7 @@ _SUBMODULES = {
     "quantization",
     "rnn",
     "sampling",
+    "scaling",
     "token_classification",
     "tokenization",
     "training",
