@@ -16,7 +16,8 @@ inside a jail made with nothing but the kernel and util-linux's ``unshare``:
   lab can run several processes that talk over ``127.0.0.1`` (``torch.distributed``
   with Gloo); it has no other interface and no route, and its ``127.0.0.1`` is
   not the grading machine's, so nothing outside the jail, not even the host's
-  loopback services, can be reached;
+  loopback services, can be reached; names resolve from the jail's files only
+  (its own ``nsswitch.conf``: no DNS lookups that could only fail);
 * privileges dropped before any student code runs: a separate unprivileged
   uid per grading slot (or, without root, every capability dropped),
   ``no_new_privs``, an empty capability bounding set;
@@ -66,9 +67,13 @@ PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217, "riscv
 
 # Devices and /etc files the jail gets (read-only); missing ones are skipped.
 DEVICES = ("null", "zero", "full", "random", "urandom")
-ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "nsswitch.conf", "hosts",
+ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "hosts",
        "localtime", "alternatives", "ssl", "ca-certificates", "fonts", "mime.types", "matplotlibrc")
 SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# The jail's own name service: its files only. With no way out, asking DNS only fails, and a
+# failed DNS lookup is an error (EAI_AGAIN) where "not found" falls back to the numeric address:
+# Gloo's TCP store, which names each client it accepts (``::ffff:127.0.0.1``), would warn on stderr.
+NSSWITCH = "passwd: files\ngroup: files\nshadow: files\nhosts: files\nnetworks: files\n"
 
 
 @dataclass
@@ -344,6 +349,8 @@ def _enter(spec_path: str) -> None:
         f.write(f"root:x:0:0:root:/root:/bin/sh\nstudent:x:{uid}:{uid}:student:{home}:/bin/sh\n")
     with open(root + "/etc/group", "w") as f:
         f.write(f"root:x:0:\nstudent:x:{uid}:\n")
+    with open(root + "/etc/nsswitch.conf", "w") as f:
+        f.write(NSSWITCH)
     os.makedirs(root + "/proc")
     _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
