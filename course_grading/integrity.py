@@ -95,8 +95,6 @@ DELEGATES: dict[str, dict[str, list[str]]] = {
     },
     "lab09_distributed": {
         "test_per_device_bytes": ["course_utils.memory:sharded_memory"],
-        # a reference the installed package lacks is skipped (instrument() below), so this one
-        # takes effect with the versions of course_utils that have course_utils.scaling
         "test_compute_optimal": ["course_utils.scaling:compute_optimal"],
         "test_communication": ["course_utils.memory:communication_volume"],
     },
