@@ -16,8 +16,9 @@ solution (``solutions/*/*.ipynb``) in it:
    copy of the notebook's folder, with a fresh ``HOME`` (no caches), without
    ``PYTHONPATH`` or ``COURSE_UTILS_BOOK_BUILD`` and, where it can, with no
    network: the kernels run inside ``unshare --net`` (a namespace with only
-   the loopback interface) when this script runs as root and ``unshare`` and
-   ``ip`` are available; otherwise the output says the network was left on.
+   the loopback interface, which chapter 10 and lab 9 need) when this script
+   runs as root and ``unshare`` and ``ip`` are available; otherwise the
+   output says the network was left on.
 
 It prints one line per notebook with its time, under a progress bar, and
 exits with 1 if any notebook fails, after printing the error of the failing
@@ -129,8 +130,8 @@ def isolation() -> tuple[list[str], str]:
     probe = subprocess.run(["unshare", "--net", "true"], capture_output=True, text=True)
     if probe.returncode != 0:
         return [], f"network: NOT isolated (`unshare --net` failed: {probe.stderr.strip()})"
-    if shutil.which("ip") is None:
-        return ["unshare", "--net"], "network: none (kernels run inside `unshare --net`; no loopback: ip not found)"
+    if shutil.which("ip") is None:  # chapter 10 and lab 9 need 127.0.0.1 (their processes talk over it)
+        return [], "network: NOT isolated (`ip` not found to bring up the loopback of a new namespace)"
     return (["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$0" "$@"'],
             "network: none (kernels run inside `unshare --net`, loopback only)")
 
