@@ -353,15 +353,31 @@ class CollectiveCounter(TorchDispatchMode):
 
 def _measure(out: Path, n_layer: int, n_embd: int, vocab_size: int, batch: int, seq: int) -> None:
     """One AdamW step with each strategy; each rank writes ``rank{r}.json``."""
-    from .memory import communication_volume, sharded_memory
-    from .transformer import DecoderOnlyLM, TransformerConfig
+    from .transformer import TransformerConfig
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
     config = TransformerConfig(vocab_size=vocab_size, block_size=seq, n_layer=n_layer, n_head=2, n_embd=n_embd,
                                dropout=0.0)
-    record: dict[str, Any] = {"world_size": world, "rank": rank}
+    record = {"world_size": dist.get_world_size(), "rank": dist.get_rank(), **measure_step(config, batch)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"rank{dist.get_rank()}.json").write_text(json.dumps(record, indent=1))
+    dist.destroy_process_group()
+
+
+def measure_step(config: Any, batch_size: int = 2) -> dict[str, dict[str, Any]]:
+    """In a started process group: for each of :data:`STRATEGIES`, build a
+    ``DecoderOnlyLM(config)`` (seed 0), take one AdamW step on ``batch_size``
+    random sequences of this rank, and return, per strategy, the bytes this
+    rank ``held`` (:func:`held_memory`) and ``sent`` (:class:`CollectiveCounter`,
+    with ``calls``) beside their ``predicted`` and ``predicted_sent`` values
+    (:func:`course_utils.memory.sharded_memory` and ``communication_volume``
+    on an unsharded twin of the model)."""
+    from .memory import communication_volume, sharded_memory
+    from .transformer import DecoderOnlyLM
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    record: dict[str, dict[str, Any]] = {}
     for strategy in STRATEGIES:
         torch.manual_seed(0)
         model = DecoderOnlyLM(config)
@@ -372,7 +388,8 @@ def _measure(out: Path, n_layer: int, n_embd: int, vocab_size: int, batch: int, 
         counter = CollectiveCounter()
         if strategy != "fsdp":
             counter.watch_ddp(net)
-        x = torch.randint(0, vocab_size, (batch, seq), generator=torch.Generator().manual_seed(rank))
+        x = torch.randint(0, config.vocab_size, (batch_size, config.block_size),
+                          generator=torch.Generator().manual_seed(rank))
         with counter:
             _, loss = net(input_ids=x, labels=x)
             loss.backward()
@@ -387,9 +404,7 @@ def _measure(out: Path, n_layer: int, n_embd: int, vocab_size: int, batch: int, 
         record[strategy] = {"held": held.as_dict(), "predicted": predicted.as_dict(),
                             "sent": counter.bytes, "calls": counter.calls, "predicted_sent": predicted_comm}
         dist.barrier()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"rank{rank}.json").write_text(json.dumps(record, indent=1))
-    dist.destroy_process_group()
+    return record
 
 
 def demo_batches(n: int, batch_size: int = 8, block_size: int = 64, seed: int = 0) -> list[dict[str, torch.Tensor]]:

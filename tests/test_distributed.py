@@ -10,17 +10,13 @@ import torch
 import torch.distributed as dist
 
 from course_utils.distributed import (
-    CollectiveCounter,
     demo_batches,
     demo_model,
-    fsdp_units,
-    held_memory,
-    make_optimizer,
+    measure_step,
     run_on_ranks,
     shard,
     torchrun,
     train_job,
-    zero1_groups,
 )
 from course_utils.memory import SHARDINGS, communication_volume, sharded_memory
 from course_utils.training import TrainConfig
@@ -95,47 +91,21 @@ def test_a_failing_rank_is_reported_with_its_traceback():
         run_on_ranks(_fail_on_rank_1, 2, timeout=60)
 
 
-def _step_and_measure(rank: int, world: int, config: TransformerConfig) -> dict:
-    """One AdamW step with each strategy: bytes held and sent against the predictions."""
-    out = {}
-    for strategy in ("ddp", "zero1", "fsdp"):
-        torch.manual_seed(0)
-        model, twin = DecoderOnlyLM(config), DecoderOnlyLM(config)
-        predicted_sent = communication_volume(twin, strategy, world, fsdp_units=fsdp_units(twin))
-        net = shard(model, strategy)
-        optimizer = make_optimizer(model, strategy)
-        counter = CollectiveCounter()
-        if strategy != "fsdp":
-            counter.watch_ddp(net)
-        x = torch.randint(0, config.vocab_size, (2, config.block_size), generator=torch.Generator().manual_seed(rank))
-        with counter:
-            net(input_ids=x, labels=x)[1].backward()
-            optimizer.step()
-        groups = None
-        if strategy == "zero1":
-            index = {id(p): i for i, p in enumerate(model.parameters())}
-            params = list(twin.parameters())
-            groups = [[params[index[id(p)]] for p in g] for g in zero1_groups(optimizer)]
-        predicted = sharded_memory(twin, strategy, world, rank=rank, param_groups=groups)
-        out[strategy] = (held_memory(model, optimizer).as_dict(), predicted.as_dict(), counter.bytes, predicted_sent)
-    return out
-
-
 @pytest.mark.parametrize("world", [2, 3])
 def test_held_bytes_equal_the_prediction_on_every_rank(world):
     # 3 ranks: 67 vocabulary rows and 30-wide matrices do not split evenly (FSDP's last shard is shorter)
     config = TransformerConfig(vocab_size=67, block_size=8, n_layer=2, n_head=2, n_embd=30, dropout=0.0)
-    ranks = run_on_ranks(_step_and_measure, world, config, timeout=240)
+    ranks = run_on_ranks(lambda rank, world_size: measure_step(config), world, timeout=240)
     for rank, record in enumerate(ranks):
-        for strategy, (held, predicted, sent, predicted_sent) in record.items():
+        for strategy, r in record.items():
             for part in ("weights", "gradients", "optimizer_states"):
-                assert held[part] == predicted[part], (world, rank, strategy, part)
-            assert sent == predicted_sent, (world, rank, strategy)
+                assert r["held"][part] == r["predicted"][part], (world, rank, strategy, part)
+            assert r["sent"] == r["predicted_sent"], (world, rank, strategy)
     # the shards add up to the whole: FSDP holds each weight once across ranks
     total = sum(p.numel() * 4 for p in DecoderOnlyLM(config).parameters())
-    assert sum(r["fsdp"][0]["weights"] for r in ranks) == total
-    assert sum(r["zero1"][0]["optimizer_states"] for r in ranks) == sum(r["ddp"][0]["optimizer_states"]
-                                                                       for r in ranks) / world
+    assert sum(r["fsdp"]["held"]["weights"] for r in ranks) == total
+    assert sum(r["zero1"]["held"]["optimizer_states"] for r in ranks) == sum(
+        r["ddp"]["held"]["optimizer_states"] for r in ranks) / world
 
 
 def _ddp_gradients(rank: int, world: int, batch: dict) -> dict:
