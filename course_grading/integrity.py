@@ -96,6 +96,28 @@ DELEGATES: dict[str, dict[str, list[str]]] = {
                            "course_utils.quantization:zeropoint_dequantize"],
         "test_size_perplexity": ["course_utils.quantization:model_size_bytes"],
     },
+    "lab09_distributed": {
+        "test_per_device_bytes": ["course_utils.memory:sharded_memory"],
+        "test_compute_optimal": ["course_utils.scaling:compute_optimal"],
+        "test_communication": ["course_utils.memory:communication_volume"],
+    },
+    # lab 10's tests compare with transformers' Llama and T5 code: those are forbidden to answers too
+    "lab10_modern_blocks": {
+        "test_rms_norm": ["course_utils.transformer:RMSNorm.forward", "torch.nn.functional:rms_norm", "torch:rms_norm",
+                          "transformers.models.llama.modeling_llama:LlamaRMSNorm.forward"],
+        "test_rope": ["course_utils.attention:rotary_cos_sin", "course_utils.attention:apply_rotary",
+                      "transformers.models.llama.modeling_llama:LlamaRotaryEmbedding.forward",
+                      "transformers.models.llama.modeling_llama:apply_rotary_pos_emb",
+                      "transformers.models.llama.modeling_llama:rotate_half"],
+        "test_relative_position_bucket": ["course_utils.attention:relative_position_bucket",
+                                          "transformers.models.t5.modeling_t5:T5Attention._relative_position_bucket"],
+        "test_grouped_query_attention": ["course_utils.attention:repeat_kv",
+                                         "course_utils.attention:MultiHeadAttention.forward",
+                                         "transformers.models.llama.modeling_llama:repeat_kv",
+                                         "torch.nn.functional:scaled_dot_product_attention"],
+        "test_swiglu": ["course_utils.transformer:MLP.forward",
+                        "transformers.models.llama.modeling_llama:LlamaMLP.forward"],
+    },
 }
 
 #: Per lab, the lab's own (read-only) cells before its last test that only demonstrate: no later cell reads a

@@ -11,8 +11,13 @@ inside a jail made with nothing but the kernel and util-linux's ``unshare``:
   environment, the course package) plus one writable scratch folder for this
   submission; the old root is unmounted (``pivot_root``), so the gradebook,
   other students' files and the instructor's home are simply not there;
-* no network: the new network namespace has only a loopback device, left down,
-  so even ``127.0.0.1`` and ``[::1]`` are unreachable;
+* no network: the new network namespace has only its own loopback device,
+  which the jail brings up (an ``ioctl``, no ``ip`` command needed) so that a
+  lab can run several processes that talk over ``127.0.0.1`` (``torch.distributed``
+  with Gloo); it has no other interface and no route, and its ``127.0.0.1`` is
+  not the grading machine's, so nothing outside the jail, not even the host's
+  loopback services, can be reached; names resolve from the jail's files only
+  (its own ``nsswitch.conf``: no DNS lookups that could only fail);
 * privileges dropped before any student code runs: a separate unprivileged
   uid per grading slot (or, without root, every capability dropped),
   ``no_new_privs``, an empty capability bounding set;
@@ -42,6 +47,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -55,13 +61,19 @@ MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_SECUREBITS, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 1, 24, 28, 38, 47
 SECBITS_LOCKED_NOROOT = 0x2F  # NOROOT, NO_SETUID_FIXUP, KEEP_CAPS_LOCKED and their locks
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1  # include/uapi/linux/sockios.h, if.h
+IFREQ = "16sh22x"  # struct ifreq: the interface name, then ifr_flags in a 24-byte union
 PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217, "riscv64": 41}
 
 # Devices and /etc files the jail gets (read-only); missing ones are skipped.
 DEVICES = ("null", "zero", "full", "random", "urandom")
-ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "nsswitch.conf", "hosts",
+ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "hosts",
        "localtime", "alternatives", "ssl", "ca-certificates", "fonts", "mime.types", "matplotlibrc")
 SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# The jail's own name service: its files only. With no way out, asking DNS only fails, and a
+# failed DNS lookup is an error (EAI_AGAIN) where "not found" falls back to the numeric address:
+# Gloo's TCP store, which names each client it accepts (``::ffff:127.0.0.1``), would warn on stderr.
+NSSWITCH = "passwd: files\ngroup: files\nshadow: files\nhosts: files\nnetworks: files\n"
 
 
 @dataclass
@@ -180,10 +192,13 @@ def available() -> tuple[bool, str]:
         os.mkdir(scratch)
         outside = os.path.join(tmp, "outside")
         open(outside, "w").close()
+        host = socket.socket()  # a listener on the host's loopback, which the jail must not reach
+        host.bind(("127.0.0.1", 0))
+        host.listen()
         probe = (
             "import os, socket\n"
             "s = socket.socket(); s.settimeout(2)\n"
-            "try:\n    s.connect(('127.0.0.1', 9)); net = 'reachable'\n"  # loopback only
+            f"try:\n    s.connect(('127.0.0.1', {host.getsockname()[1]})); net = 'reachable'\n"
             "except OSError:\n    net = 'blocked'\n"
             f"print(net, os.path.exists({outside!r}), os.geteuid(), sep='|')\n"
         )
@@ -197,18 +212,21 @@ def available() -> tuple[bool, str]:
         except (OSError, subprocess.TimeoutExpired) as e:
             _AVAILABLE = (False, f"the sandbox probe failed to run: {e}")
             return _AVAILABLE
+        finally:
+            host.close()
     out = done.stdout.strip().split("|")
     if done.returncode != 0 or len(out) != 3:
         _AVAILABLE = (False, f"the sandbox probe failed (exit {done.returncode}): {done.stderr.strip()[-400:]}")
     elif out[0] != "blocked":
-        _AVAILABLE = (False, "the sandbox probe could reach 127.0.0.1: no network isolation")
+        _AVAILABLE = (False, "the sandbox probe could reach the host's 127.0.0.1: no network isolation")
     elif out[1] != "False":
         _AVAILABLE = (False, "the sandbox probe could see the host's files")
     elif os.geteuid() == 0 and out[2] == "0":
         _AVAILABLE = (False, "the sandbox probe still ran as root")
     else:
         how = "unprivileged uid" if os.geteuid() == 0 else "user namespace without capabilities"
-        _AVAILABLE = (True, f"unshare namespaces (mount, pid, net, ipc, uts), private root, {how}")
+        _AVAILABLE = (True, f"unshare namespaces (mount, pid, net with its own loopback only, ipc, uts), "
+                            f"private root, {how}")
     return _AVAILABLE
 
 
@@ -298,6 +316,23 @@ def _limits(spec: dict) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
+def _loopback_up() -> None:
+    """Bring up ``lo`` of the jail's own network namespace (``ip link set lo up``,
+    done with the ``SIOCSIFFLAGS`` ioctl so that no package is needed). The
+    namespace has no other interface, so this gives the jail a ``127.0.0.1`` of
+    its own and no way out."""
+    import fcntl
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            _, flags = struct.unpack(IFREQ, fcntl.ioctl(s, SIOCGIFFLAGS, struct.pack(IFREQ, b"lo", 0)))
+            fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack(IFREQ, b"lo", flags | IFF_UP))
+        except OSError as e:
+            raise OSError(e.errno, f"cannot bring up the loopback interface of the jail's network namespace: "
+                                   f"{e.strerror}") from None
+
+
 def _enter(spec_path: str) -> None:
     """Build the jail's root, pivot into it, fork the program unprivileged, reap, report."""
     global _libc
@@ -307,6 +342,7 @@ def _enter(spec_path: str) -> None:
     real_root = _real_root()
     status = os.open(spec["status_file"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) if spec["status_file"] else -1
 
+    _loopback_up()
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing below propagates to the host
     root = tempfile.mkdtemp(prefix="jail-root-", dir=os.path.dirname(spec_path))
     _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=0755")
@@ -328,6 +364,8 @@ def _enter(spec_path: str) -> None:
         f.write(f"root:x:0:0:root:/root:/bin/sh\nstudent:x:{uid}:{uid}:student:{home}:/bin/sh\n")
     with open(root + "/etc/group", "w") as f:
         f.write(f"root:x:0:\nstudent:x:{uid}:\n")
+    with open(root + "/etc/nsswitch.conf", "w") as f:
+        f.write(NSSWITCH)
     os.makedirs(root + "/proc")
     _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 

@@ -15,8 +15,10 @@ module                    what it holds
 ``data``                  offline corpora, batching and collators
 ``sampling``              temperature, top-k and top-p
 ``curation``              pre-training data filters and deduplication
+``domain_adaptation``     continued pre-training on a new domain, mixing
 ``memory``                GPU memory for inference and training
 ``quantization``          number formats and int8 quantization
+``scaling``               compute (6ND), loss laws, compute-optimal sizes
 ``plotting``              the figures of the book
 ``notebook``              ``glue`` and ``show_source`` for the chapters
 ``checks``                argument checks shared by every module
@@ -40,6 +42,7 @@ _SUBMODULES = {
     "curation",
     "data",
     "device",
+    "domain_adaptation",
     "memory",
     "notebook",
     "plotting",
@@ -48,6 +51,7 @@ _SUBMODULES = {
     "quantization",
     "rnn",
     "sampling",
+    "scaling",
     "token_classification",
     "tokenization",
     "training",

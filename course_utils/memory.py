@@ -11,7 +11,12 @@ The chapter "Computational challenges" starts from bytes per parameter:
 * mixed precision keeps an fp32 master copy, which is why it saves time but not
   much memory: 2 + 2 + 4 + 8 = 16 bytes per parameter before activations
   (Micikevicius et al. 2018, "Mixed Precision Training"; the 16-byte count is
-  Rajbhandari et al. 2020, "ZeRO", section 3.1).
+  Rajbhandari et al. 2020, "ZeRO", section 3.1);
+* across ``N`` devices, data parallelism repeats all of it on every device and
+  ZeRO stages 1, 2 and 3 split the optimizer states, then the gradients, then
+  the weights into ``N`` shards (:func:`sharded_memory`), at the price of the
+  traffic :func:`communication_volume` counts (chapter "Training across
+  devices").
 
 Activations are estimated two ways. Given only a parameter count, the course's
 rule of thumb is about 8 bytes per parameter in fp32, so fp32 AdamW training
@@ -56,6 +61,9 @@ __all__ = [
     "activation_memory",
     "estimate_num_parameters",
     "measure_training_memory",
+    "SHARDINGS",
+    "sharded_memory",
+    "communication_volume",
 ]
 
 # Bits per stored weight for the dtype names model_memory accepts.
@@ -534,3 +542,195 @@ def measure_training_memory(
         label=f"measured on {device.type} ({optimizer})",
         peak=peak,
     )
+
+
+# --------------------------------------------------------------------------- across devices
+
+#: Ways to spread training over ``N`` data-parallel devices (Rajbhandari et al. 2020):
+#: ``ddp`` repeats weights, gradients and optimizer states on every device; ZeRO
+#: stage 1 shards the optimizer states, stage 2 also the gradients, stage 3 also
+#: the weights. ``"fsdp"`` (PyTorch's fully sharded data parallel) is stage 3.
+SHARDINGS = ("ddp", "zero1", "zero2", "zero3", "fsdp")
+# What each strategy shards: (weights, gradients, optimizer states).
+_SHARDED = {"ddp": (False, False, False), "zero1": (False, False, True), "zero2": (False, True, True),
+            "zero3": (True, True, True), "fsdp": (True, True, True)}
+
+
+def _check_sharding(sharding: Any, world_size: Any, rank: Any) -> tuple[str, int, int]:
+    check_one_of("sharding", sharding, SHARDINGS)
+    world_size = check_int("world_size", world_size, minimum=1)
+    rank = check_int("rank", rank, minimum=0, maximum=world_size - 1, hint="world_size - 1")
+    return sharding, world_size, rank
+
+
+def _dim0_rows(rows: int, world_size: int, rank: int) -> int:
+    """Rows of a tensor with ``rows`` rows that ``rank`` keeps when it is cut along
+    dim 0 into ``world_size`` chunks of ``ceil(rows / world_size)`` rows (the last
+    ranks may get fewer or none: ``torch.chunk``, as FSDP2's ``fully_shard`` cuts)."""
+    chunk = -(-rows // world_size)
+    return max(0, min(chunk, rows - rank * chunk))
+
+
+def _zero1_owner(groups: list[list[torch.Tensor]], world_size: int) -> dict[int, int]:
+    """``id(param) -> rank`` as ``torch.distributed.optim.ZeroRedundancyOptimizer``
+    assigns whole tensors: group by group, largest first, each to the rank that
+    holds the fewest elements so far (ties: the lowest rank)."""
+    sizes, owner = [0] * world_size, {}
+    for group in groups:
+        for p in sorted(group, key=lambda t: t.numel(), reverse=True):
+            rank = sizes.index(min(sizes))
+            owner[id(p)] = rank
+            sizes[rank] += p.numel()
+    return owner
+
+
+def sharded_memory(
+    model_or_n_params: Any,
+    sharding: str,
+    world_size: int,
+    *,
+    rank: int = 0,
+    precision: str = "fp32",
+    optimizer: str = "adamw",
+    param_groups: list[list[torch.Tensor]] | None = None,
+) -> MemoryBreakdown:
+    """Predict the bytes of weights, gradients and optimizer states that device
+    ``rank`` of ``world_size`` holds between two training steps.
+
+    ``sharding`` is one of :data:`SHARDINGS`. With a parameter count ``n`` this
+    is the ZeRO paper's model (Rajbhandari et al. 2020, section 5 and Figure 1):
+    a sharded component costs its bytes per parameter times ``ceil(n / N)``, a
+    repeated one times ``n``. With mixed precision the fp32 master copy belongs
+    to the optimizer states (the paper's K = 12 bytes: master weights and Adam's
+    two moments), so the weights are the 2-byte working copy:
+    ``sharded_memory(7.5e9, "ddp", 64, precision="mixed-bf16").total`` is
+    (2 + 2 + 12) x 7.5e9 = 120 GB and ``"zero3"`` is about 1.9 GB.
+
+    With an ``nn.Module`` the prediction is exact for the tensors PyTorch's own
+    engines keep on each rank (fp32 only): DDP repeats everything; ZeRO-1 is
+    ``ZeroRedundancyOptimizer``, which gives each rank the optimizer states of
+    whole tensors (largest first, to the least-loaded rank, over
+    ``param_groups``: default one group of the trainable parameters, in
+    ``model.parameters()`` order); ZeRO-2 and ZeRO-3/FSDP cut every tensor
+    along its first dimension as FSDP2's ``fully_shard`` does (``ceil(rows / N)``
+    rows per rank, the last ranks get fewer). Adam/AdamW keep a 4-byte ``step``
+    per tensor they update. Activations are not included (``None``): every
+    device computes its own micro-batch in every strategy, so they do not
+    shrink with ``N`` (chapter "Computational challenges" estimates them).
+    """
+    sharding, world_size, rank = _check_sharding(sharding, world_size, rank)
+    check_one_of("precision", precision, PRECISIONS)
+    check_one_of("optimizer", optimizer, OPTIMIZERS)
+    shard_w, shard_g, shard_o = _SHARDED[sharding]
+    if isinstance(model_or_n_params, torch.nn.Module):
+        if precision != "fp32" or optimizer not in ("adamw", "adam", "sgd"):
+            raise ValueError("a module's exact prediction covers precision='fp32' with optimizer 'adamw', 'adam' "
+                             f"or 'sgd'; got precision={precision!r}, optimizer={optimizer!r}: give a parameter "
+                             "count for the other cases")
+        return _module_sharded_memory(model_or_n_params, sharding, world_size, rank, optimizer, param_groups)
+    if param_groups is not None:
+        raise ValueError("param_groups applies to a module, not to a parameter count")
+    n = _check_n_params(model_or_n_params)
+    shard = -(-n // world_size)
+    working, grad_bytes = _WEIGHTS_GRADS[precision]
+    master = working - _DTYPE_BYTES_16 if precision == "mixed-bf16" else 0  # the fp32 master copy
+    states = _optimizer_bytes_per_param(optimizer, precision, momentum=False) + master
+    return MemoryBreakdown(
+        weights=(working - master) * (shard if shard_w else n),
+        gradients=grad_bytes * (shard if shard_g else n),
+        optimizer_states=states * (shard if shard_o else n),
+        activations=None,
+        n_params=n,
+        label=f"{sharding}, {world_size} device{'s' if world_size > 1 else ''}, {precision} + {optimizer}",
+    )
+
+
+_DTYPE_BYTES_16 = 2  # the bf16 working copy of mixed precision
+
+
+def _module_sharded_memory(model: torch.nn.Module, sharding: str, world_size: int, rank: int,
+                           optimizer: str, param_groups: list[list[torch.Tensor]] | None) -> MemoryBreakdown:
+    shard_w, shard_g, shard_o = _SHARDED[sharding]
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters (requires_grad=True)")
+    groups = [params] if param_groups is None else [list(g) for g in param_groups]
+    if any(p.dim() == 0 for p in params):
+        raise ValueError("a parameter with no dimension cannot be cut along dim 0; give a parameter count instead")
+    owner = _zero1_owner(groups, world_size) if sharding == "zero1" else {}
+    per_element = {"adamw": 8, "adam": 8, "sgd": 0}[optimizer]
+    step = _ADAM_STEP_BYTES if optimizer in ("adamw", "adam") else 0
+    weights = gradients = states = 0
+    for p in params:
+        full = p.numel() * p.element_size()
+        local = _dim0_rows(p.shape[0], world_size, rank) * (p.numel() // p.shape[0]) * p.element_size()
+        weights += local if shard_w else full
+        gradients += local if shard_g else full
+        if sharding == "zero1":
+            states += (p.numel() * per_element + step) if owner[id(p)] == rank else 0
+        else:
+            states += (local if shard_o else full) // p.element_size() * per_element + step
+    return MemoryBreakdown(
+        weights=weights, gradients=gradients, optimizer_states=states, activations=None,
+        n_params=sum(p.numel() for p in params),
+        label=f"{sharding}, rank {rank} of {world_size} (exact, fp32 + {optimizer})",
+    )
+
+
+def communication_volume(
+    model_or_n_params: Any,
+    sharding: str,
+    world_size: int,
+    *,
+    bytes_per_element: int = 4,
+    fsdp_units: list[torch.nn.Module] | None = None,
+) -> dict[str, int]:
+    """Bytes each collective carries in one training step: its payload, the size
+    of the whole tensor it reduces or gathers, per collective kind.
+
+    * ``ddp``: one all-reduce of every gradient (``{"all_reduce": P}``, ``P`` the
+      bytes of the parameters);
+    * ``zero1`` as PyTorch runs it (DDP plus ``ZeroRedundancyOptimizer``): the
+      same all-reduce, then each rank broadcasts the weights it updated
+      (``"broadcast": P``). The ZeRO paper's stage 1 and 2 replace the all-reduce
+      by a reduce-scatter and gather the weights back (``zero2``:
+      ``{"reduce_scatter": P, "all_gather": P}``);
+    * ``zero3``/``fsdp``: the weights are gathered before the forward and again
+      before the backward, and the gradients reduce-scattered
+      (``{"all_gather": 2P, "reduce_scatter": P}``). By default PyTorch's FSDP
+      keeps the outermost (root) unit's gathered weights from the forward to
+      the backward pass, so they are gathered once: with a module as the model, give
+      the submodules that got their own ``fully_shard`` as ``fsdp_units`` and
+      the parameters outside them count once in ``"all_gather"``. With a module
+      the payloads are padded as FSDP2 pads them (each tensor to a multiple of
+      ``world_size`` rows).
+
+    How many of those bytes a device sends depends on the algorithm: a ring
+    all-reduce sends ``2 (N - 1) / N`` times the payload from each device, a
+    ring all-gather or reduce-scatter ``(N - 1) / N`` (Rajbhandari et al. 2020,
+    section 7: stages 1 and 2 cost what DDP costs, stage 3 one and a half times).
+    """
+    sharding, world_size, _ = _check_sharding(sharding, world_size, 0)
+    bytes_per_element = check_int("bytes_per_element", bytes_per_element, minimum=1)
+    if isinstance(model_or_n_params, torch.nn.Module):
+        params = [p for p in model_or_n_params.parameters() if p.requires_grad]
+        full = sum(p.numel() for p in params) * bytes_per_element
+        padded = sum(-(-p.shape[0] // world_size) * world_size * (p.numel() // p.shape[0]) for p in params)
+        padded *= bytes_per_element
+        root = 0
+        if fsdp_units is not None:
+            inner = {id(p) for unit in fsdp_units for p in unit.parameters()}
+            root = sum(-(-p.shape[0] // world_size) * world_size * (p.numel() // p.shape[0])
+                       for p in params if id(p) not in inner) * bytes_per_element
+    else:
+        if fsdp_units is not None:
+            raise ValueError("fsdp_units applies to a module, not to a parameter count")
+        full = padded = _check_n_params(model_or_n_params) * bytes_per_element
+        root = 0
+    if sharding == "ddp":
+        return {"all_reduce": full}
+    if sharding == "zero1":
+        return {"all_reduce": full, "broadcast": full}
+    if sharding == "zero2":
+        return {"reduce_scatter": padded, "all_gather": padded}
+    return {"all_gather": 2 * padded - root, "reduce_scatter": padded}

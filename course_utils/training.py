@@ -11,7 +11,11 @@ The loop follows nanoGPT's ``train.py`` (Karpathy, 2022), written as functions:
   (:func:`save_checkpoint`, :func:`load_checkpoint`) from which a run resumes
   exactly where it stopped;
 * the same code under ``torchrun``: several processes, each with its own data,
-  kept in sync by ``DistributedDataParallel`` (PyTorch's DDP tutorial).
+  kept in sync by ``DistributedDataParallel`` (PyTorch's DDP tutorial), or
+  with the model, gradients and optimizer states sharded across them by FSDP
+  (``TrainConfig(parallel="fsdp")``, :mod:`course_utils.distributed`); a
+  checkpoint holds the full weights either way, so a run saved by N processes
+  resumes on M.
 
 Any ``nn.Module`` whose ``forward(**batch)`` returns ``(logits, loss)`` can be
 trained (the three transformers of :mod:`course_utils.transformer`, the RNN
@@ -49,7 +53,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .checks import check_bool, check_int, check_number
+from .checks import check_bool, check_int, check_number, check_one_of
 from .device import autocast_dtype, evaluating, get_device, seed_everything, training_mode
 
 __all__ = [
@@ -62,6 +66,9 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
 ]
+
+#: How ``train`` spreads a ``torchrun`` job over its processes (``TrainConfig.parallel``).
+PARALLEL = ("ddp", "fsdp")
 
 Batch = Mapping[str, Any]
 Batches = Callable[..., Batch] | Iterable[Batch]
@@ -104,6 +111,7 @@ class TrainConfig:
     use_amp: bool = True  # bf16 autocast on CUDA GPUs that support it; ignored elsewhere
     progress: bool = True  # show a tqdm progress bar
     desc: str = "train"  # the progress bar's label
+    parallel: str = "ddp"  # under torchrun: "ddp" (every process holds the whole model) or "fsdp" (sharded)
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "grad_accum_steps", "eval_every", "eval_batches", "log_every"):
@@ -127,6 +135,7 @@ class TrainConfig:
         check_bool("progress", self.progress)
         if not isinstance(self.desc, str):
             raise TypeError(f"desc must be a str, got {type(self.desc).__name__}")
+        check_one_of("parallel", self.parallel, PARALLEL)
 
     @property
     def min_lr(self) -> float:
@@ -250,21 +259,29 @@ def _takes_generator(fn: Callable) -> bool:
 class _BatchStream:
     """Endless batch dicts from a ``get_batch(split)`` callable or an iterable.
 
-    An iterable is restarted when it runs out (one more epoch); under DDP
-    process ``rank`` takes every ``world``-th batch. ``position`` counts the
-    batches drawn, so a resumed run can fast-forward an iterable to where it was.
+    An iterable is read epoch after epoch as one global stream of batches, of
+    which process ``rank`` of ``world`` takes every ``world``-th one (batch
+    ``g`` goes to process ``g % world``). ``position`` counts the batches this
+    process drew; ``consumed`` is the global stream's position (every process
+    draws as many), so a run resumed on any number of processes continues the
+    stream where it was.
     """
 
     def __init__(self, source: Batches, split: str, seed: int, rank: int = 0, world: int = 1, name: str = "batches"):
         self.source, self.split, self.rank, self.world, self.name = source, split, rank, world, name
         self.generator = torch.Generator().manual_seed(seed)
         self.position = 0
+        self._start = 0  # global batches consumed before this stream began (a resumed run)
         self._iterator: Iterator[Batch] | None = None
         if callable(source):
             self._pass_generator = _takes_generator(source)
         elif not isinstance(source, Iterable):
             raise TypeError(f"{name} must be a get_batch(split) callable or an iterable of dicts, "
                             f"got {type(source).__name__}")
+
+    @property
+    def consumed(self) -> int:
+        return self._start + self.position * self.world
 
     def __iter__(self) -> "_BatchStream":
         return self
@@ -274,29 +291,27 @@ class _BatchStream:
             kwargs = {"generator": self.generator} if self._pass_generator else {}
             batch = self.source(self.split, **kwargs)
         else:
-            batch = self._next_from_iterable()
+            if self._iterator is None:
+                self._iterator = itertools.islice(self._epochs(), self._start + self.rank, None, self.world)
+            batch = next(self._iterator)
         if not isinstance(batch, Mapping):
             raise TypeError(f"{self.name} must yield dicts of tensors (model(**batch)), got {type(batch).__name__}")
         self.position += 1
         return batch
 
-    def _next_from_iterable(self) -> Batch:
-        for _ in range(2):  # the current epoch, else one fresh pass
-            if self._iterator is None:
-                self._iterator = itertools.islice(iter(self.source), self.rank, None, self.world)
-            try:
-                return next(self._iterator)
-            except StopIteration:
-                self._iterator = None
-        raise ValueError(f"{self.name} ran out after {self.position} batches; pass a list, a DataLoader "
-                         f"or a get_batch callable, which can be read more than once")
+    def _epochs(self) -> Iterator[Batch]:
+        """The iterable's batches, epoch after epoch."""
+        while True:
+            n = 0
+            for n, batch in enumerate(self.source, start=1):  # noqa: B007 - n counts the epoch's batches
+                yield batch
+            if n == 0:
+                raise ValueError(f"{self.name} ran out after {self.position} batches; pass a list, a DataLoader "
+                                 f"or a get_batch callable, which can be read more than once")
 
-    def skip(self, n: int) -> None:
-        """Fast-forward an iterable by ``n`` batches (a callable restores its generator instead)."""
-        if not callable(self.source):
-            for _ in range(n):
-                next(self)
-
+    def resume(self, consumed: int) -> None:
+        """Continue an iterable's global stream after ``consumed`` batches."""
+        self._start, self.position, self._iterator = consumed, 0, None
 
 def _to_device(batch: Batch, device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
@@ -346,7 +361,9 @@ def evaluate(
         raise ValueError("max_batches must be given when batches is a get_batch callable, got None")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     losses = []  # one 0-d tensor per batch, left on the device: no synchronisation per batch
-    with evaluating(model), torch.random.fork_rng(devices=[]):  # leave the training run's random numbers untouched
+    # no_grad: nothing here needs a graph (and half the time goes into building one);
+    # fork_rng: leave the training run's random numbers untouched
+    with evaluating(model), torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.random.default_generator.manual_seed(seed)
         stream = _BatchStream(batches, "val", seed, name="val_batches") if callable(batches) else batches
         for batch in itertools.islice(stream, max_batches):
@@ -395,16 +412,25 @@ def save_checkpoint(
     The optimizer's ``state_dict`` is flattened: tensor ``state[i][name]`` is
     stored as ``"state.{i}.{name}"`` in ``optimizer.safetensors``; its
     ``param_groups`` (numbers and flags) go to the file's metadata as JSON.
+    A model sharded by FSDP is gathered first, so the files are the same as a
+    single process writes (every process must call this; process 0 writes).
     """
     from safetensors.torch import save_file, save_model
 
     check_int("step", step, minimum=0)
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     model = _unwrap(model)
-    save_model(model, str(path / "model.safetensors"))
+    if _is_fsdp(model):  # gathered from every process (a collective: all of them call this); process 0 writes
+        tensors, state = _gather_fsdp(model, optimizer)
+        if dist.get_rank() != 0:
+            return path
+        path.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(path / "model.safetensors"))
+    else:
+        path.mkdir(parents=True, exist_ok=True)
+        save_model(model, str(path / "model.safetensors"))
+        state = optimizer.state_dict() if optimizer is not None else None
     if optimizer is not None:
-        state = optimizer.state_dict()
         tensors, extra = {}, {}
         for i, per_param in state["state"].items():
             for name, value in per_param.items():
@@ -418,7 +444,7 @@ def save_checkpoint(
         config = config.to_dict()
     info = {
         "step": step,
-        "model_class": type(model).__name__,
+        "model_class": _model_class(model).__name__,
         "model_config": _config_dict(model),
         "train_config": None if config is None else dict(config),
         "history": (history or History()).as_dict(),
@@ -447,7 +473,8 @@ def load_checkpoint(
             raise ValueError(f"path must be a checkpoint directory holding {name}, got {str(path)!r}")
     model = _unwrap(model)
     device = next(model.parameters()).device
-    load_model(model, str(path / "model.safetensors"), strict=True, device=str(device))
+    if not _is_fsdp(model):
+        load_model(model, str(path / "model.safetensors"), strict=True, device=str(device))
     if optimizer is not None:
         state: dict[int, dict[str, Any]] = {}
         with safe_open(str(path / "optimizer.safetensors"), framework="pt") as f:
@@ -459,8 +486,74 @@ def load_checkpoint(
             state.setdefault(int(i), {}).update(values)
         groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
                   for g in json.loads(meta["param_groups"])]  # JSON turned tuples such as betas into lists
-        optimizer.load_state_dict({"state": state, "param_groups": groups})
+        if not _is_fsdp(model):
+            optimizer.load_state_dict({"state": state, "param_groups": groups})
+    if _is_fsdp(model):
+        _scatter_fsdp(path, model, optimizer, {"state": state, "param_groups": groups} if optimizer else None)
     return json.loads((path / "checkpoint.json").read_text())
+
+
+def _is_fsdp(model: nn.Module) -> bool:
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover - a torch without FSDP2
+        return False
+    return isinstance(model, FSDPModule)
+
+
+def _model_class(model: nn.Module) -> type:
+    """The model's own class (``fully_shard`` swaps it for a subclass named ``FSDP<name>``)."""
+    return type(model).__mro__[2] if _is_fsdp(model) else type(model)
+
+
+def _fqn_order(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """Parameter names in the optimizer's order: position ``i`` is ``state[i]`` of its ``state_dict``."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
+
+
+def _gather_fsdp(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> tuple[dict, dict | None]:
+    """Full weights (a tied weight once) and the optimizer's ``state_dict`` with
+    integer keys, gathered from every shard to process 0's CPU."""
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict)
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    full = get_model_state_dict(model, options=options)
+    tied = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {n for n, _ in model.named_parameters()}
+    tensors = {k: v.contiguous() for k, v in full.items() if k not in tied}
+    if optimizer is None:
+        return tensors, None
+    osd = get_optimizer_state_dict(model, optimizer, options=options)
+    index = {fqn: i for i, fqn in enumerate(_fqn_order(model, optimizer))}
+    state = {index[fqn]: values for fqn, values in osd.get("state", {}).items()}
+    groups = [{**g, "params": [index[fqn] for fqn in g["params"]]} for g in osd.get("param_groups", [])]
+    return tensors, {"state": state, "param_groups": groups}
+
+
+def _scatter_fsdp(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, osd: dict | None) -> None:
+    """Load full weights (and optimizer state with integer keys) into a model
+    sharded by FSDP: every process reads the files and keeps its own shards."""
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                         set_optimizer_state_dict)
+
+    full = load_file(str(path / "model.safetensors"))
+    shared: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        shared.setdefault(id(p), []).append(name)
+    for names in shared.values():  # a tied weight was stored once: give it all its names back
+        stored = next((n for n in names if n in full), None)
+        for n in names:
+            if stored is not None:
+                full.setdefault(n, full[stored])
+    options = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, full, options=options)
+    if optimizer is not None and osd is not None:
+        fqns = _fqn_order(model, optimizer)
+        named = {"state": {fqns[i]: values for i, values in osd["state"].items()},
+                 "param_groups": [{**g, "params": [fqns[i] for i in g["params"]]} for g in osd["param_groups"]]}
+        set_optimizer_state_dict(model, optimizer, named, options=options)
 
 
 def _save_rng(path: Path, rank: int, data: _BatchStream, device: torch.device) -> None:
@@ -470,24 +563,30 @@ def _save_rng(path: Path, rank: int, data: _BatchStream, device: torch.device) -
     tensors = {"torch": torch.get_rng_state(), "data": data.generator.get_state()}
     if device.type == "cuda":
         tensors["cuda"] = torch.cuda.get_rng_state(device)
-    save_file(tensors, str(path / f"rng_rank{rank}.safetensors"), metadata={"position": str(data.position)})
+    save_file(tensors, str(path / f"rng_rank{rank}.safetensors"), metadata={"consumed": str(data.consumed)})
 
 
 def _load_rng(path: Path, rank: int, data: _BatchStream, device: torch.device) -> None:
+    """Restore what :func:`_save_rng` saved. A process that was not in the saved
+    run (more processes now) keeps fresh random numbers, but an iterable still
+    continues the global stream of batches where the saved run left it."""
     from safetensors import safe_open
 
-    file = path / f"rng_rank{rank}.safetensors"
-    if not file.is_file():  # e.g. resumed with more processes than were saved: fresh random numbers
+    own = path / f"rng_rank{rank}.safetensors"
+    file = own if own.is_file() else path / "rng_rank0.safetensors"
+    if not file.is_file():
         return
     with safe_open(str(file), framework="pt") as f:
         states = {key: f.get_tensor(key) for key in f.keys()}
-        position = int(f.metadata()["position"])
+        consumed = int(f.metadata()["consumed"])
+    if not callable(data.source):
+        data.resume(consumed)
+    if file != own:
+        return
     torch.set_rng_state(states["torch"])
     data.generator.set_state(states["data"])
     if device.type == "cuda" and "cuda" in states:
         torch.cuda.set_rng_state(states["cuda"], device)
-    data.skip(position)
-    data.position = position
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -568,7 +667,11 @@ def train(
 
     ``train`` seeds torch with ``config.seed`` (process ``r`` of a ``torchrun``
     job with ``seed + r``). Under ``torchrun`` the model is wrapped in
-    ``DistributedDataParallel``: every process draws its own batches (an
+    ``DistributedDataParallel``, or with ``config.parallel="fsdp"`` sharded in
+    place by FSDP2's ``fully_shard`` (:func:`course_utils.distributed.shard`;
+    it stays sharded after the run; its checkpoints hold the full weights, so
+    they resume on any number of processes). Either way every process starts
+    from process 0's weights and draws its own batches (an
     iterable is dealt out round-robin, so do not also give a ``DataLoader`` a
     ``DistributedSampler``), gradients are averaged across processes
     once per update (``no_sync`` on the other micro-batches), and only process 0
@@ -583,6 +686,13 @@ def train(
     rank, world, device = _setup_distributed(config)
     seed_everything(config.seed + rank)
     model.to(device)
+    fsdp = world > 1 and config.parallel == "fsdp"
+    if fsdp:
+        from .distributed import shard
+
+        for tensor in model.state_dict().values():  # start from process 0's weights, as DDP does
+            dist.broadcast(tensor, src=0)
+        shard(model, "fsdp")
     optimizer = configure_optimizer(model, config.lr, config.weight_decay, config.betas, device)
     data = _BatchStream(train_batches, "train", config.seed + rank, rank, world, name="train_batches")
     history, start = History(), 0
@@ -591,8 +701,9 @@ def train(
         history, start = History.from_dict(info["history"]), info["step"]
         _load_rng(Path(resume_from), rank, data, device)
     net = model
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if world > 1 and not fsdp:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                                  gradient_as_bucket_view=True)  # no second copy of the gradients
     accum = config.grad_accum_steps
     tokens = history.tokens[-1] if history.tokens else 0
     t0 = time.perf_counter() - (history.time[-1] if history.time else 0.0)
@@ -607,8 +718,10 @@ def train(
             for micro in range(accum):
                 batch = _to_device(next(data), device)
                 tokens += batch["input_ids"].numel() * world if "input_ids" in batch else 0
-                last = micro == accum - 1  # DDP averages gradients across processes on this one only
-                with (net.no_sync() if world > 1 and not last else nullcontext()):
+                last = micro == accum - 1  # gradients are averaged across processes on this one only
+                if fsdp:
+                    model.set_requires_gradient_sync(last)
+                with (net.no_sync() if world > 1 and not fsdp and not last else nullcontext()):
                     with _autocast(device, config.use_amp):
                         loss = _loss_of(net(**batch))
                     (loss / accum).backward()
@@ -641,7 +754,7 @@ def train(
                 postfix["val"] = f"{val_loss:.4f}"
             if checkpoint_due:
                 path = Path(config.checkpoint_dir) / f"step_{done:06d}"
-                if rank == 0:
+                if rank == 0 or fsdp:  # FSDP gathers the shards: every process takes part
                     save_checkpoint(path, model, optimizer, done, config, history)
                 path.mkdir(parents=True, exist_ok=True)
                 _save_rng(path, rank, data, device)

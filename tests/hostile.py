@@ -365,6 +365,22 @@ DELEGATED: dict[str, tuple[int, str]] = {
     "lab03_tokenization": (1, "from course_utils import tokenization as _tk\n\n\n"
                               "def get_pair_counts(ids):\n    return _tk.get_pair_counts(ids)\n\n\n"
                               "def merge(ids, pair, new_id):\n    return _tk.merge(ids, pair, new_id)\n"),
+    "lab09_distributed": (1, "from course_utils.memory import sharded_memory\n\n\n"
+                             "def per_device_bytes(n_params, strategy, world_size, bytes_weights=2, bytes_grads=2,\n"
+                             "                     bytes_optimizer=12):\n"
+                             "    if strategy not in STRATEGIES or world_size < 1:\n"
+                             "        raise ValueError('unknown strategy or no device')\n"
+                             "    precision = {(2, 2, 12): 'mixed-bf16', (4, 4, 8): 'fp32', (2, 2, 4): 'bf16'}[\n"
+                             "        (bytes_weights, bytes_grads, bytes_optimizer)]\n"
+                             "    m = sharded_memory(n_params, strategy, world_size, precision=precision)\n"
+                             "    return {'weights': int(m.weights), 'gradients': int(m.gradients),\n"
+                             "            'optimizer_states': int(m.optimizer_states)}\n"),
+    "lab10_modern_blocks": (1, "from course_utils.transformer import RMSNorm\n\n\n"
+                               "def rms_norm(x, weight, eps=1e-6):\n"
+                               "    norm = RMSNorm(x.shape[-1], eps=eps)\n"
+                               "    with torch.no_grad():\n"
+                               "        norm.weight.copy_(weight)\n"
+                               "        return norm(x)\n"),
 }
 
 #: Per lab, correct answers written differently (solution cell id -> code): never held, full marks.
@@ -464,6 +480,99 @@ HONEST: dict[str, dict[str, str]] = {
             "    sims = F.cosine_similarity(E.double(), E[idx].double()[None], dim=-1)\n"
             "    order = sorted((j for j in range(len(E)) if j != idx), key=lambda j: -float(sims[j]))\n"
             "    return order[:k]\n"),
+    },
+    "lab09_distributed": {
+        "per_device_bytes": (
+            "def per_device_bytes(n_params, strategy, world_size, bytes_weights=2, bytes_grads=2, bytes_optimizer=12):\n"
+            "    if strategy not in ('ddp', 'zero1', 'zero2', 'zero3') or world_size < 1:\n"
+            "        raise ValueError(f'cannot place {strategy!r} on {world_size} devices')\n"
+            "    stage = {'ddp': 0, 'zero1': 1, 'zero2': 2, 'zero3': 3}[strategy]\n"
+            "    shard = math.ceil(n_params / world_size)\n"
+            "    out = {}\n"
+            "    for name, size, first_stage in (('weights', bytes_weights, 3), ('gradients', bytes_grads, 2),\n"
+            "                                    ('optimizer_states', bytes_optimizer, 1)):\n"
+            "        out[name] = size * (shard if stage >= first_stage else n_params)\n"
+            "    return out\n"),
+        "data_parallel": (
+            "def split_batch(x, rank, world_size):\n"
+            "    if rank < 0 or rank >= world_size or x.shape[0] % world_size != 0:\n"
+            "        raise ValueError('rank out of range or a batch that does not split evenly')\n"
+            "    return x.chunk(world_size)[rank]\n\n\n"
+            "def average_gradients(model):\n"
+            "    grads = [p.grad for p in model.parameters() if p.grad is not None]\n"
+            "    bucket = torch.cat([g.flatten() for g in grads])  # one collective, as DDP's buckets\n"
+            "    dist.all_reduce(bucket)\n"
+            "    bucket = bucket / dist.get_world_size()\n"
+            "    offset = 0\n"
+            "    for g in grads:\n"
+            "        g.copy_(bucket[offset:offset + g.numel()].view_as(g))\n"
+            "        offset += g.numel()\n"),
+        "compute_optimal": (
+            "import numpy as np\n\n\n"
+            "def cluster_flops(n_devices, peak_flops, days, utilization=0.4):\n"
+            "    if min(n_devices, peak_flops, days) <= 0 or not (0 < utilization <= 1):\n"
+            "        raise ValueError('bad cluster')\n"
+            "    seconds = days * 24 * 60 * 60\n"
+            "    return float(n_devices) * peak_flops * seconds * utilization\n\n\n"
+            "def compute_optimal_split(flops, tokens_per_param=20.0):\n"
+            "    if flops <= 0 or tokens_per_param <= 0:\n"
+            "        raise ValueError('the budget and the ratio must be positive')\n"
+            "    n = float(np.sqrt(flops / 6.0 / tokens_per_param))\n"
+            "    print(f'{n:.3g} parameters')\n"
+            "    return n, n * tokens_per_param\n"),
+        "communication": (
+            "RING = {'all_reduce': 2, 'reduce_scatter': 1, 'all_gather': 1}\n"
+            "STEPS = {'ddp': ['all_reduce'], 'zero1': ['reduce_scatter', 'all_gather'],\n"
+            "         'zero2': ['reduce_scatter', 'all_gather'],\n"
+            "         'zero3': ['all_gather', 'all_gather', 'reduce_scatter']}\n\n\n"
+            "def bytes_sent_per_device(n_params, strategy, world_size, bytes_per_element=2):\n"
+            "    if strategy not in STEPS or world_size < 1:\n"
+            "        raise ValueError(strategy)\n"
+            "    payload = n_params * bytes_per_element\n"
+            "    return float(sum(RING[c] * (world_size - 1) * payload / world_size for c in STEPS[strategy]))\n"),
+    },
+    "lab10_modern_blocks": {
+        "rms_norm": (
+            "def rms_norm(x, weight, eps=1e-6):\n"
+            "    rows = x.double().reshape(-1, x.shape[-1])\n"
+            "    out = torch.stack([row / math.sqrt(float((row ** 2).sum()) / len(row) + eps) for row in rows])\n"
+            "    return (out.reshape(x.shape) * weight.double()).float()\n"),
+        "rope": (
+            "def rope_cos_sin(positions, head_dim, theta=10000.0):\n"
+            "    half = head_dim // 2\n"
+            "    angles = [[p * theta ** (-2 * i / head_dim) for i in range(half)] for p in positions.tolist()]\n"
+            "    cos = torch.tensor([[math.cos(a) for a in row] * 2 for row in angles], dtype=torch.float32)\n"
+            "    sin = torch.tensor([[math.sin(a) for a in row] * 2 for row in angles], dtype=torch.float32)\n"
+            "    return cos, sin\n\n\n"
+            "def apply_rope(x, cos, sin):\n"
+            "    half = x.shape[-1] // 2\n"
+            "    a, b, c, s = x[..., :half], x[..., half:], cos[:, :half], sin[:, :half]\n"
+            "    return torch.cat([a * c - b * s, b * c + a * s], dim=-1)\n"),
+        "relative_position_bucket": (
+            "def relative_position_bucket(relative_position, bidirectional=True, num_buckets=32, max_distance=128):\n"
+            "    rel = relative_position.detach().cpu().numpy().astype(np.int64)\n"
+            "    if bidirectional:\n"
+            "        n = num_buckets // 2\n"
+            "        offset, d = np.where(rel > 0, n, 0), np.abs(rel)\n"
+            "    else:\n"
+            "        n, offset, d = num_buckets, 0, np.maximum(-rel, 0)\n"
+            "    exact = n // 2\n"
+            "    scale = np.log(np.maximum(d, 1) / exact) / np.log(max_distance / exact) * (n - exact)\n"
+            "    large = np.minimum(exact + np.floor(scale).astype(np.int64), n - 1)\n"
+            "    return torch.from_numpy(np.asarray(offset + np.where(d < exact, d, large), dtype=np.int64))\n"),
+        "gqa": (
+            "from course_utils.attention import scaled_dot_product_attention as plain_attention\n\n\n"
+            "def repeat_kv(x, n_rep):\n"
+            "    B, H_kv, T, D = x.shape\n"
+            "    return x[:, :, None].expand(B, H_kv, n_rep, T, D).reshape(B, H_kv * n_rep, T, D)\n\n\n"
+            "def grouped_query_attention(q, k, v, mask=None):\n"
+            "    n_rep = q.shape[1] // k.shape[1]\n"
+            "    return plain_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask=mask)[0]\n"),
+        "swiglu": (
+            "def swiglu(x, w_gate, w_up, w_down):\n"
+            "    gate = F.linear(x, w_gate)\n"
+            "    return F.linear(gate * torch.sigmoid(gate) * F.linear(x, w_up), w_down)\n\n\n"
+            "plt.figure()\nplt.plot([-3, 0, 3], [-0.14, 0, 2.86])\nplt.title('silu, roughly')\nplt.show()\n"),
     },
 }
 

@@ -16,15 +16,16 @@ solution (``solutions/*/*.ipynb``) in it:
    copy of the notebook's folder, with a fresh ``HOME`` (no caches), without
    ``PYTHONPATH`` or ``COURSE_UTILS_BOOK_BUILD`` and, where it can, with no
    network: the kernels run inside ``unshare --net`` (a namespace with only
-   the loopback interface) when this script runs as root and ``unshare`` and
-   ``ip`` are available; otherwise the output says the network was left on.
+   the loopback interface, which chapter 10 and lab 9 need) when this script
+   runs as root and ``unshare`` and ``ip`` are available; otherwise the
+   output says the network was left on.
 
 It prints one line per notebook with its time, under a progress bar, and
 exits with 1 if any notebook fails, after printing the error of the failing
 cell (2 if the environment could not be set up). Not collected by pytest; CI
 runs it as::
 
-    python tests/run_plain_notebooks.py --python python3.12
+    python tests/run_plain_notebooks.py --python python3.12 --jobs 2
     python tests/run_plain_notebooks.py --only 03_attention --keep /tmp/plain   # one notebook, keep its output
 """
 
@@ -129,8 +130,8 @@ def isolation() -> tuple[list[str], str]:
     probe = subprocess.run(["unshare", "--net", "true"], capture_output=True, text=True)
     if probe.returncode != 0:
         return [], f"network: NOT isolated (`unshare --net` failed: {probe.stderr.strip()})"
-    if shutil.which("ip") is None:
-        return ["unshare", "--net"], "network: none (kernels run inside `unshare --net`; no loopback: ip not found)"
+    if shutil.which("ip") is None:  # chapter 10 and lab 9 need 127.0.0.1 (their processes talk over it)
+        return [], "network: NOT isolated (`ip` not found to bring up the loopback of a new namespace)"
     return (["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$0" "$@"'],
             "network: none (kernels run inside `unshare --net`, loopback only)")
 
@@ -191,6 +192,29 @@ def execute(paths: list[Path], workdir: Path, timeout: int) -> int:
     return 1 if failures else 0
 
 
+def run_parallel(paths: list[Path], jobs: int, run_one) -> int:
+    """Run ``run_one(i, path)`` (a finished ``subprocess.CompletedProcess``) for
+    every notebook, ``jobs`` at a time, in the given order; print each one's
+    output when it ends; 1 if any failed."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    start, failed = time.perf_counter(), []
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(run_one, i, path): path for i, path in enumerate(paths)}
+        for future in as_completed(futures):
+            done = future.result()
+            lines = [line for line in done.stdout.splitlines() if not line.lstrip().startswith(("total", "0%", "100%"))
+                     and "notebook/s" not in line and "s/notebook" not in line]
+            print("\n".join(lines), flush=True)
+            if done.returncode != 0:
+                failed.append(futures[future])
+    print(f"{'wall clock':<60} {time.perf_counter() - start:7.1f} s  {len(paths) - len(failed)} of {len(paths)} "
+          f"notebooks ran, {jobs} at a time")
+    for path in failed:
+        print(f"FAILED: {path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path}")
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--python", default=sys.executable, help="the interpreter of the fresh environment (default: this one)")
@@ -200,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", help="run only the notebooks whose path contains this")
     ap.add_argument("--timeout", type=int, default=600, help="seconds per cell (default: %(default)s, as the book)")
     ap.add_argument("--keep", type=Path, help="work in this new folder and keep it (wheel, venv, executed notebooks)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="notebooks run at the same time, each in its own kernel (default: %(default)s)")
     ap.add_argument("--execute", action="store_true", help=argparse.SUPPRESS)  # internal: run inside the venv
     ap.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("paths", nargs="*", type=Path, help=argparse.SUPPRESS)
@@ -230,10 +256,19 @@ def main(argv: list[str] | None = None) -> int:
         check_venv(vpy, venv, work / "run", env)
         prefix, network = isolation()
         print(network, flush=True)
-        print(f"running {len(paths)} notebooks with {vpy}", flush=True)
-        cmd = prefix + [str(vpy), str(Path(__file__).resolve()), "--execute", "--timeout", str(args.timeout),
-                        "--workdir", str(work / "run"), "--"] + [str(p) for p in paths]
-        return subprocess.run(cmd, cwd=work / "run", env=env).returncode
+        print(f"running {len(paths)} notebooks with {vpy}" + (f", {args.jobs} at a time" if args.jobs > 1 else ""),
+              flush=True)
+
+        def command(chunk: list[Path], workdir: Path) -> list[str]:
+            workdir.mkdir(parents=True, exist_ok=True)
+            return prefix + [str(vpy), str(Path(__file__).resolve()), "--execute", "--timeout", str(args.timeout),
+                             "--workdir", str(workdir), "--"] + [str(p) for p in chunk]
+
+        if args.jobs <= 1:
+            return subprocess.run(command(paths, work / "run"), cwd=work / "run", env=env).returncode
+        return run_parallel(paths, args.jobs, lambda i, path: subprocess.run(
+            command([path], work / "run" / f"job{i:02d}"), cwd=work / "run", env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

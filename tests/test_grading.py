@@ -1,6 +1,7 @@
 """Grading that students cannot cheat or break.
 
-* The jail (course_grading.sandbox): no network even to loopback, none of the
+* The jail (course_grading.sandbox): no network but its own loopback (a Gloo
+  process group forms inside; the host's 127.0.0.1 stays out of reach), none of the
   host's files, no privileges, a memory limit, and killing it kills every
   process inside. Checked by observing the operating system, not the code.
 * Repair (course_grading.repair) and flags (course_grading.flags) on small hand-made notebooks.
@@ -206,6 +207,70 @@ print(json.dumps(out))
     assert len(out["pids"]) <= 3, f"the jail sees processes of the host: {out['pids']}"
     assert not (Path(sys.prefix) / "planted").exists()
     assert Path("/proc/self/mountinfo").read_text() == mounts, "the jail changed the host's mounts"
+
+
+def test_jail_has_its_own_loopback_and_no_way_out(tmp_path):
+    """Inside the jail `lo` is up, so a process reaches a server it opened on 127.0.0.1 (a lab's
+    Gloo process group needs that); the same port on the host's 127.0.0.1 and [::1] stays out of
+    reach; `lo` is the only interface and the only routes are its own (IPv6's catch-all routes
+    of a fresh namespace reject)."""
+    listener = Listener()
+    code = f"""
+import json, socket
+out = {{}}
+for fam, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):  # the host's port, before any of ours
+    s = socket.socket(fam); s.settimeout(3)
+    try:
+        s.connect((host, {listener.port})); out["host " + host] = "connected"
+    except OSError as e:
+        out["host " + host] = type(e).__name__
+server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen()
+client = socket.create_connection(server.getsockname(), timeout=3)
+conn, _ = server.accept()
+client.sendall(b"ping")
+out["inside"] = conn.recv(4).decode()
+out["interfaces"] = sorted(name for _, name in socket.if_nameindex())
+out["dev"] = sorted(line.split(":")[0].strip() for line in open("/proc/net/dev").read().splitlines()[2:])
+out["route4"] = [line.split() for line in open("/proc/net/route").read().splitlines()[1:]]
+out["route6"] = [line.split() for line in open("/proc/net/ipv6_route").read().splitlines()]
+print(json.dumps(out))
+"""
+    done = jailed(tmp_path, code, memory_mb=1024)
+    listener.close()
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["inside"] == "ping", out
+    assert out["host 127.0.0.1"] != "connected" and out["host ::1"] != "connected", out
+    assert listener.hits == [], f"the jail reached the host's loopback: {listener.hits}"
+    assert out["interfaces"] == ["lo"] and out["dev"] == ["lo"], f"the jail has other interfaces: {out}"
+    # /proc/net/route: Iface Destination Gateway Flags ...; /proc/net/ipv6_route: dst plen src plen
+    # next_hop metric refcnt use flags device
+    assert all(r[0] == "lo" and r[1] != "00000000" for r in out["route4"]), f"an IPv4 route out: {out['route4']}"
+    RTF_REJECT = 0x0200
+    for r in out["route6"]:
+        assert r[9] == "lo", f"an IPv6 route through another device: {r}"
+        assert r[1] != "00" or int(r[8], 16) & RTF_REJECT, f"an IPv6 default route that does not reject: {r}"
+
+
+def test_a_gloo_process_group_runs_inside_the_jail(tmp_path):
+    """What lab 9's tests do when graded: forked ranks all-reduce over the jail's loopback, and
+    write nothing to stderr (a warning there would score the test cell 0: Gloo's store names each
+    client, which must not wait on a DNS the jail cannot reach)."""
+    code = """
+import torch, torch.distributed as dist
+from course_utils.distributed import run_on_ranks
+
+def ranks_sum(rank, world_size):
+    t = torch.tensor([float(rank + 1)])
+    dist.all_reduce(t)
+    return float(t)
+
+print(run_on_ranks(ranks_sum, 2, timeout=60))
+"""
+    done = jailed(tmp_path, code, memory_mb=4096)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[3.0, 3.0]", done.stdout + done.stderr[-2000:]
+    assert done.stderr == "", f"a process group in the jail wrote to stderr: {done.stderr[-2000:]}"
 
 
 def test_jail_memory_limit(tmp_path):

@@ -116,6 +116,13 @@ ALLOWED: dict[str, list[tuple[str, str]]] = {
         ("100/127", "exercise 4's worked arithmetic"),
         ("140 GB in bf16", "exercise 2's worked arithmetic, 70 B parameters x 2 bytes"),
     ],
+    "11_scaling": [
+        ("to over 16 billion parameters", "the range of Hoffmann et al.'s models, cited"),
+    ],
+    "10_distributed": [
+        ("10. Training across devices", "the chapter's number in its title"),
+        ("and 12 for what the optimizer keeps", "bytes per parameter of mixed-precision Adam, the ZeRO paper's K = 12"),
+    ],
 }
 
 #: A number as typed: digits with optional thousands commas, decimals and exponent.
