@@ -133,6 +133,7 @@ DEMONSTRATIONS: dict[str, list[str]] = {
     "lab06_decoding": ["temperature_demo", "filters_demo", "generate_demo"],
     "lab07_pretraining": ["pipeline", "scaling_run"],
     "lab08_memory": ["measure", "error_plot", "compare_schemes"],
+    "lab09_distributed": ["memory_plot", "train_dp", "budget"],
 }
 
 # The harness: run in the jail as ``python -I -c HARNESS FD``. It reads one cell at a time
