@@ -163,15 +163,15 @@ def numbers(text: str) -> list[tuple[str, str]]:
     return [(value, typed) for value, typed, _ in number_spans(text)]
 
 
-DURATION = re.compile(r"\s*(s|secs?|seconds?|ms|min|mins|minutes?|h|hours?)\b")
+DURATION = re.compile(r"\s*((s|secs?|seconds?|ms|min|mins|minutes?|h|hours?)\b|s/it\b|[\w.]*/s\b)")
 CLOCK = re.compile(r"\d+:\d\d")  # a progress bar's elapsed and remaining time, 00:13<00:02
 
 
 def is_duration(text: str, start: int, typed: str) -> bool:
-    """Whether the number typed at ``text[start:]`` is a wall-clock duration.
+    """Whether the number typed at ``text[start:]`` is a wall-clock duration or a speed.
 
-    Example: in ``"300 updates in 13 s"`` and ``"[00:13<00:02]"`` the 13 is one;
-    in ``"13 programming languages"`` it is not.
+    Example: in ``"300 updates in 13 s"``, ``"[00:13<00:02]"`` and ``"13.2it/s"``
+    the 13 is one; in ``"13 programming languages"`` it is not.
     """
     after = text[start + len(typed):]
     if DURATION.match(after):
@@ -289,7 +289,7 @@ def unglued_numbers(nb, glued: Iterable[str] = (), allowed: Iterable[tuple[str, 
     """
     allowed = list(allowed)
     computed: set[str] = set()  # results: the same on every run
-    timings: set[str] = set()  # wall-clock durations: they change from machine to machine
+    timings: set[str] = set()  # wall-clock durations and speeds: they change from machine to machine
     for text in [*output_texts(nb), *glued]:
         for value, typed, start in number_spans(text):
             timed = is_duration(text, start, typed)
@@ -363,8 +363,8 @@ def test_detector_accepts_glued_results_inputs_and_names():
 
 def test_detector_matches_durations_only_with_durations():
     """A run's timings differ from machine to machine: a cited count equal to one is no copy."""
-    timed = ("code", "train()", ["300 updates in 13 s\n", "train: 100%|####| 150/150 [00:46<00:00, 3.2it/s]\n"])
-    cited = ("markdown", "Trained on 13 programming languages and 46 natural ones.", [])
+    timed = ("code", "train()", ["300 updates in 13 s\n", "train: 100%|####| 150/150 [00:46<00:00, 21.4it/s]\n"])
+    cited = ("markdown", "Trained on 13 programming languages, 46 natural ones and 21 scripts.", [])
     assert unglued_numbers(_notebook(SYNTHETIC + [timed, cited])) == {}
     copied = ("markdown", "The run takes 13 s, and the bar shows 46 seconds.", [])
     assert set(unglued_numbers(_notebook(SYNTHETIC + [timed, copied]))) == {"13", "46"}
