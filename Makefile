@@ -12,6 +12,9 @@
 # avoids downloading the CUDA build.
 
 PYTHON     ?= python3
+# tests at a time (pytest-xdist workers; each test module and each notebook stays on one worker);
+# TEST_JOBS=0 runs every test in one process
+TEST_JOBS  ?= 2
 VENV       ?= .venv
 BIN        := $(VENV)/bin
 TORCH      ?= torch==2.13.0
@@ -21,6 +24,7 @@ STAMP      := $(VENV)/.installed
 RUN        := PATH="$(abspath $(BIN)):$$PATH" PYTHONHASHSEED=0
 # the instructor repository also runs the lab solutions with nbval (the student edition has none)
 NBVAL      := $(if $(wildcard solutions),solutions --nbval-lax)
+XDIST      := $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadscope)
 # extras of pyproject.toml that .venv gets (the instructor repository adds `instructor` below)
 EXTRAS     := book,labs,test
 
@@ -44,7 +48,7 @@ book: $(STAMP)
 	$(RUN) $(BIN)/jupyter-book build . --all -W -n --keep-going
 
 test: book
-	$(RUN) $(BIN)/python -m pytest tests $(NBVAL)
+	$(RUN) $(BIN)/python -m pytest $(XDIST) tests $(NBVAL)
 
 # A fresh venv for PY, the package installed from a wheel (not editable) with the
 # versions in CONSTRAINTS, and the package's tests run against that install.
@@ -64,7 +68,7 @@ test-python-venv:
 
 test-python-run:
 	@test -x $(PYVENV)/bin/python || { echo "no $(PYVENV): run make test-python-venv PY=... first"; exit 2; }
-	cd tests && PYTHONHASHSEED=0 ../$(PYVENV)/bin/python -m pytest $(PACKAGE_TESTS:tests/%=%) -p no:cacheprovider
+	cd tests && PYTHONHASHSEED=0 ../$(PYVENV)/bin/python -m pytest $(XDIST) $(PACKAGE_TESTS:tests/%=%) -p no:cacheprovider
 
 # >>> instructor only (dropped from the student edition)
 .PHONY: labs student-edition

@@ -11,6 +11,14 @@ import pytest
 import torch
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs two workers), share the cores: torch's threads per worker."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, cores // workers))
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
