@@ -24,7 +24,7 @@ STAMP      := $(VENV)/.installed
 RUN        := PATH="$(abspath $(BIN)):$$PATH" PYTHONHASHSEED=0
 # the instructor repository also runs the lab solutions with nbval (the student edition has none)
 NBVAL      := $(if $(wildcard solutions),solutions --nbval-lax)
-XDIST      := $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadscope)
+XDIST      := $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadscope --no-loadscope-reorder)
 # extras of pyproject.toml that .venv gets (the instructor repository adds `instructor` below)
 EXTRAS     := book,labs,test
 

@@ -29,6 +29,7 @@ training step with each strategy and writes what each rank held and sent.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import pickle
@@ -58,6 +59,12 @@ __all__ = [
     "make_optimizer",
     "held_memory",
     "CollectiveCounter",
+    "zero1_groups",
+    "measure_step",
+    "read_measurement",
+    "demo_batches",
+    "demo_model",
+    "train_job",
 ]
 
 #: The strategies :func:`shard` applies (``course_utils.memory.SHARDINGS`` also
@@ -412,13 +419,19 @@ def demo_batches(n: int, batch_size: int = 8, block_size: int = 64, seed: int = 
     (``course_utils.data.prose_text``, bytes as tokens 0-255): every process and
     every run of the chapter's training jobs sees the same list.
     Each batch: ``{"input_ids": (B, T), "labels": (B, T)}``."""
-    from .data import prose_text
     from .data.batching import random_batch
 
-    data = torch.tensor(list(prose_text("train").encode("utf-8")[:400_000]), dtype=torch.long)
     generator = torch.Generator().manual_seed(seed)
-    out = []
+    data = _demo_bytes()
     return [random_batch(data, block_size, batch_size, generator=generator) for _ in range(check_int("n", n, minimum=1))]
+
+
+@functools.lru_cache(maxsize=1)
+def _demo_bytes() -> torch.Tensor:
+    """The first 400,000 bytes of the prose training text, as token ids (read once per process)."""
+    from .data import prose_text
+
+    return torch.tensor(list(prose_text("train").encode("utf-8")[:400_000]), dtype=torch.long)
 
 
 def demo_model() -> nn.Module:

@@ -584,6 +584,9 @@ def _zero1_owner(groups: list[list[torch.Tensor]], world_size: int) -> dict[int,
     return owner
 
 
+_DTYPE_BYTES_16 = 2  # the bf16 working copy of mixed precision
+
+
 def sharded_memory(
     model_or_n_params: Any,
     sharding: str,
@@ -645,8 +648,6 @@ def sharded_memory(
     )
 
 
-_DTYPE_BYTES_16 = 2  # the bf16 working copy of mixed precision
-
 
 def _module_sharded_memory(model: torch.nn.Module, sharding: str, world_size: int, rank: int,
                            optimizer: str, param_groups: list[list[torch.Tensor]] | None) -> MemoryBreakdown:
@@ -675,6 +676,11 @@ def _module_sharded_memory(model: torch.nn.Module, sharding: str, world_size: in
         n_params=sum(p.numel() for p in params),
         label=f"{sharding}, rank {rank} of {world_size} (exact, fp32 + {optimizer})",
     )
+
+
+def _padded_numel(p: torch.Tensor, world_size: int) -> int:
+    """Elements of ``p`` once FSDP2 pads its first dimension to a multiple of ``world_size`` rows."""
+    return -(-p.shape[0] // world_size) * world_size * (p.numel() // p.shape[0])
 
 
 def communication_volume(
@@ -715,13 +721,11 @@ def communication_volume(
     if isinstance(model_or_n_params, torch.nn.Module):
         params = [p for p in model_or_n_params.parameters() if p.requires_grad]
         full = sum(p.numel() for p in params) * bytes_per_element
-        padded = sum(-(-p.shape[0] // world_size) * world_size * (p.numel() // p.shape[0]) for p in params)
-        padded *= bytes_per_element
+        padded = sum(_padded_numel(p, world_size) for p in params) * bytes_per_element
         root = 0
         if fsdp_units is not None:
             inner = {id(p) for unit in fsdp_units for p in unit.parameters()}
-            root = sum(-(-p.shape[0] // world_size) * world_size * (p.numel() // p.shape[0])
-                       for p in params if id(p) not in inner) * bytes_per_element
+            root = sum(_padded_numel(p, world_size) for p in params if id(p) not in inner) * bytes_per_element
     else:
         if fsdp_units is not None:
             raise ValueError("fsdp_units applies to a module, not to a parameter count")

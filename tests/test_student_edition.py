@@ -62,12 +62,16 @@ MUST_NOT_EXIST = ["solutions", "course_grading", "course_utils/grading.py", "nbg
 STRIPPED = ("Makefile", ".ci/run", "pyproject.toml")  # their instructor-only blocks are cut
 BUILD_TIMEOUT = 1800
 SUITE_TIMEOUT = 2400
+# the edition's suite runs as the edition's `make test` runs it: two workers (pytest-xdist), unless this run has none
+EDITION_XDIST = ["-n", "2", "--dist", "loadscope", "--no-loadscope-reorder"] if os.environ.get("PYTEST_XDIST_WORKER") else []
 
 
 def _env(edition: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(edition)
     env.pop("PYTEST_ADDOPTS", None)
+    for name in [n for n in env if n.startswith("PYTEST_XDIST_")] + ["PYTEST_CURRENT_TEST"]:
+        env.pop(name)  # this run's own pytest-xdist worker: not the edition's
     return env
 
 
@@ -258,7 +262,7 @@ def test_the_edition_imports_its_own_package(edition):
 def test_the_edition_test_suite_passes_on_its_own(edition, built):
     check = ("import sys, course_utils, pytest; "
              f"assert course_utils.__file__ == {str(edition / 'course_utils' / '__init__.py')!r}, course_utils.__file__; "
-             "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', 'tests']))")
+             f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', *{EDITION_XDIST!r}, 'tests']))")
     done = subprocess.run([sys.executable, "-c", check], cwd=edition, env=_env(edition),
                           capture_output=True, text=True, timeout=SUITE_TIMEOUT)
     assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
