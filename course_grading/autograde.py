@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import shutil
 import sqlite3
@@ -169,9 +170,12 @@ def _find_notebook(folder: Path, name: str) -> tuple[Path | None, str]:
 _SLOT = None
 
 
-def _init_worker(counter) -> None:
-    """Give each worker process its own slot (its jail uid) and import what grading needs (seconds)."""
+def _init_worker(counter, grader: int) -> None:
+    """Give each worker process its own slot (its jail uid) and import what grading needs (seconds);
+    the worker dies with the grader process ``grader`` (and its jails with it)."""
     global _SLOT
+    if platform.system() == "Linux":
+        sandbox.die_with_parent(grader)
     with counter.get_lock():
         _SLOT = counter.value
         counter.value += 1
@@ -417,7 +421,7 @@ def autograde(lab: str, submissions: str | os.PathLike | None = None, root: str 
                               threads=max(1, (os.cpu_count() or 1) // jobs)))
         ctx = get_context("spawn")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(ctx.Value("i", 0),)) as pool, ThreadPoolExecutor(1) as thread:
+                                 initargs=(ctx.Value("i", 0), os.getpid())) as pool, ThreadPoolExecutor(1) as thread:
             # The preflight (the lab's imports, in a jail) runs while the workers start and grade the first
             # submissions into their throwaway courses; no result is merged, recorded or told before it passed.
             checked = thread.submit(preflight, release, notebooks, jailed, memory_mb)

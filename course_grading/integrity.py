@@ -327,7 +327,7 @@ class _Harness:
     :meth:`ready` waits for it."""
 
     def __init__(self, spec: CheckSpec, deadline: float):
-        from course_grading.sandbox import JailSpec, jail_command, python_paths
+        from course_grading.sandbox import JailSpec, dies_with_grader, jail_command, python_paths
 
         self.spec, self.deadline, self.buffer = spec, deadline, b""
         read, write = os.pipe()
@@ -349,7 +349,7 @@ class _Harness:
             preexec = _unsandboxed_limits(spec.memory_mb)
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, pass_fds=(write,), cwd=work, env=env,
-                                     start_new_session=True, preexec_fn=preexec)
+                                     start_new_session=True, preexec_fn=dies_with_grader(preexec))
         os.close(write)
         self.read = read
         self.evidence: list[str] = []

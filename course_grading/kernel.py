@@ -40,7 +40,7 @@ from traitlets import Bool, Enum, Float, Int, Unicode
 
 from course_grading.integrity import (DELEGATES, DEMONSTRATIONS, Cell, CheckSpec, check_run, compare, resume_plan,
                                       start_check, to_python)
-from course_grading.sandbox import JailSpec, describe_status, jail_command, python_paths
+from course_grading.sandbox import JailSpec, describe_status, dies_with_grader, jail_command, python_paths
 from course_grading.sandbox import jail_env as _jail_env  # the kernel's whole environment
 
 __all__ = ["SandboxKernelManager", "SandboxedExecute", "MEMORY_ERRORS"]
@@ -95,8 +95,8 @@ class SandboxKernelManager(AsyncKernelManager):
         kw["env"] = _jail_env(self.scratch, self.threads)
         kw["cwd"] = os.path.join(self.scratch, "work")
         kw["stdout"] = kw["stderr"] = open(self.log_file, "ab")
-        if not self.jail and os.name == "posix":
-            kw["preexec_fn"] = _unsandboxed_limits(self.memory_mb)
+        if os.name == "posix":  # nothing of the student's outlives a killed grader
+            kw["preexec_fn"] = dies_with_grader(None if self.jail else _unsandboxed_limits(self.memory_mb))
         await super()._async_launch_kernel(kernel_cmd, **kw)
         kw["stdout"].close()
         self._timer = threading.Timer(self.deadline, self.expire)

@@ -68,7 +68,7 @@ def preflight(release: Path, notebooks: list[str], jail: bool, memory_mb: int = 
     """Import every module the lab's release notebooks import, in a jail like a kernel's
     (or, unsandboxed, in a plain process with the kernel's environment). Returns one line
     per module that fails, empty when all import."""
-    from course_grading.sandbox import JailSpec, jail_command, jail_env, python_paths
+    from course_grading.sandbox import JailSpec, dies_with_grader, jail_command, jail_env, python_paths
 
     nbs = [json.loads((Path(release) / f"{name}.ipynb").read_text()) for name in notebooks]
     modules = lab_imports(nbs)
@@ -88,7 +88,8 @@ def preflight(release: Path, notebooks: list[str], jail: bool, memory_mb: int = 
                             memory_mb=memory_mb, uid=uid, env=env, status_file=str(Path(tmp, "status")))
             argv = jail_command(argv, spec, spec_path=str(Path(tmp, "jail.json")))
         try:
-            done = subprocess.run(argv, cwd=scratch / "work", env=env, capture_output=True, text=True, timeout=600)
+            done = subprocess.run(argv, cwd=scratch / "work", env=env, capture_output=True, text=True, timeout=600,
+                                  preexec_fn=dies_with_grader())
         except subprocess.TimeoutExpired:
             return [f"importing {', '.join(modules)} took more than 600 s in the jail"]
     try:

@@ -51,9 +51,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["JailSpec", "available", "jail_command", "jail_env", "python_paths", "describe_status"]
+__all__ = ["JailSpec", "available", "jail_command", "jail_env", "python_paths", "describe_status", "dies_with_grader"]
 
 # Linux constants (include/uapi/linux/mount.h, prctl.h, capability.h)
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
@@ -147,6 +148,37 @@ def _unshare_args() -> list[str]:
     if os.geteuid() != 0:
         args += ["--user", "--map-root-user"]
     return args
+
+
+def dies_with_grader(then: Callable[[], None] | None = None) -> Callable[[], None]:
+    """A ``preexec_fn`` for every process the grader starts (a jail's ``unshare``, an
+    unsandboxed kernel, a grading worker): the process gets SIGKILL when the grader's
+    thread that started it dies, so a grader that is killed (``kill -9``, a closed
+    terminal) leaves no student code running. A jail goes with its ``unshare``: the
+    jail's init has ``--kill-child``, and a pid namespace dies with its init. ``then``,
+    if given, runs next (another ``preexec_fn``). Does nothing but ``then`` off Linux.
+
+    Example: ``subprocess.Popen(argv, preexec_fn=dies_with_grader())``.
+    """
+    if platform.system() != "Linux":
+        return then or (lambda: None)
+    parent = os.getpid()
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # loaded before the fork
+
+    def apply() -> None:
+        die_with_parent(parent, prctl)
+        if then is not None:
+            then()
+    return apply
+
+
+def die_with_parent(parent: int, prctl: Callable[..., int] | None = None) -> None:
+    """Have this process SIGKILLed when its parent ``parent`` (the thread of it that
+    started this process) dies, and exit at once if it already has. Linux only."""
+    prctl = prctl or ctypes.CDLL(None, use_errno=True).prctl
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def jail_command(argv: list[str], spec: JailSpec, spec_path: str | None = None) -> list[str]:

@@ -308,6 +308,43 @@ def test_killing_the_jail_kills_every_process_in_it(tmp_path):
     assert processes_with(marker) == [], "a process of the jail survived"
 
 
+def test_a_killed_grader_leaves_no_student_process(tmp_path):
+    """``kill -9`` of course-grade while it grades (an instructor's closed terminal) takes its
+    workers, the kernel, the jail and what the student started in it along."""
+    lab = "lab02_attention"
+    course = make_course(tmp_path, lab)
+    marker = f"outlives-the-grader-{uuid.uuid4().hex}"
+    lab_ = hostile.Lab(json.loads((ROOT / "labs" / lab / f"{lab}.ipynb").read_text()),
+                       json.loads((ROOT / "solutions" / lab / f"{lab}.ipynb").read_text()))
+    nb = lab_.after_imports(lab_.solved(lab_.all()), (
+        "import subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', {marker!r}], start_new_session=True)\n"
+        "time.sleep(600)\n"))
+    folder = course / "submitted" / "slow" / lab
+    folder.mkdir(parents=True)
+    (folder / f"{lab}.ipynb").write_text(json.dumps(nb))
+    course_grade = Path(sys.executable).with_name("course-grade")
+    grader = subprocess.Popen([str(course_grade), lab, "--jobs", "1", "--timeout", "900", "--cell-timeout", "800"],
+                              cwd=course, env=nbgrader_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not processes_with(marker) and time.monotonic() < deadline and grader.poll() is None:
+            time.sleep(0.2)
+        assert processes_with(marker), "the submission's detached child should be running"
+        grader.kill()  # the grader's own process only: its workers and jails must follow
+        grader.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while processes_with(marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert processes_with(marker) == [], "a process of the student's outlived the grader"
+    finally:
+        if grader.poll() is None:
+            grader.kill()
+        for pid in processes_with(marker):
+            os.kill(pid, 9)
+
+
 # --------------------------------------------------------------------------- repair
 
 def _cell(kind: str, source: str, gid: str | None = None, points: float | None = None, cell_type: str = "code"):
