@@ -51,7 +51,7 @@ from .checks import check_int, check_number, check_one_of
 from .data.tasks import _check_recall_sizes, _copy_rows, _recall_rows
 from .device import evaluating
 from .sampling import decoding_loop
-from .transformer import IGNORE_INDEX, _lm_loss
+from .transformer import IGNORE_INDEX, _lm_loss, _next_token_labels
 
 __all__ = [
     "ngram_counts",
@@ -355,7 +355,7 @@ class RNNLM(nn.Module):
             if not isinstance(labels, torch.Tensor) or labels.shape != input_ids.shape:
                 shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
                 raise ValueError(f"labels must have the shape of input_ids {tuple(input_ids.shape)}, got {shape}")
-            loss = _lm_loss(logits[:, :-1], labels[:, 1:])  # shift: position t predicts token t + 1
+            loss = _lm_loss(logits, _next_token_labels(labels))  # position t predicts token t + 1
         return logits, loss
 
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int, do_sample: bool = False,

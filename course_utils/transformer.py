@@ -344,6 +344,13 @@ def _lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX)
 
 
+def _next_token_labels(labels: torch.Tensor) -> torch.Tensor:
+    """``(B, T) -> (B, T)``: position t's target is token t + 1; the last position has none (-100).
+    Shifting the labels rather than the logits (``logits[:, :-1]``) leaves the ``(B, T, V)`` logits
+    uncopied: at a 49k vocabulary that copy and its gradient are hundreds of MB per step."""
+    return F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+
+
 class _LanguageModel(nn.Module):
     """What the three models share: parameter counts and a summary."""
 
@@ -478,7 +485,7 @@ class DecoderOnlyLM(_LanguageModel):
         loss = None
         if labels is not None:
             _check_labels(labels, input_ids)
-            loss = _lm_loss(logits[:, :-1], labels[:, 1:])  # shift: t predicts t + 1
+            loss = _lm_loss(logits, _next_token_labels(labels))  # position t predicts token t + 1
         return logits, loss
 
     @torch.no_grad()
