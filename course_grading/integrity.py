@@ -12,8 +12,10 @@ cells are run*, so it is caught by behaviour rather than by names:
   Python process (no IPython: there is no shell to rewire), one cell after
   another with ``exec``, except the lab's demonstrations (:data:`DEMONSTRATIONS`;
   a disagreement without them is confirmed with every cell). The process can be
-  started ahead (:func:`start_check`) so that it imports the lab's modules while
-  the kernel runs. The harness (:data:`HARNESS`) refuses tracing and
+  started ahead (:func:`start_check`): it is forked, with the lab's modules
+  imported, from the grading worker's warm process (:mod:`course_grading.zygote`),
+  or, where that cannot be used, a fresh interpreter imports them while the
+  kernel runs. The harness (:data:`HARNESS`) refuses tracing and
   profiling hooks (``sys.settrace``, ``sys.setprofile``, and interpreter symbols
   and the frame-locals writers reached through ``ctypes``) with an audit hook, which cannot be removed, and
   puts back built-in functions the student replaced before each test cell.
@@ -37,6 +39,7 @@ process; only :data:`HARNESS` runs in the jail. Example::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -273,6 +276,7 @@ class CheckSpec:
     deadline: float = 600
     delegates: dict[str, list[str]] = field(default_factory=dict)
     preload: list[str] = field(default_factory=list)  # modules imported before any cell (the lab's own imports)
+    warm: bool = True  # fork the process from the worker's warm one (:mod:`course_grading.zygote`) where possible
 
 
 @dataclass
@@ -330,10 +334,11 @@ class _Harness:
         from course_grading.sandbox import JailSpec, dies_with_grader, jail_command, python_paths
 
         self.spec, self.deadline, self.buffer = spec, deadline, b""
-        read, write = os.pipe()
-        argv = [sys.executable, "-I", "-c", HARNESS, str(write)]
         work = os.path.join(spec.scratch, "work")
         env = {**spec.env, "MPLBACKEND": "Agg"}
+        self.evidence: list[str] = []
+        self.zygote = None  # the warm process this one was forked from, if any
+        self._ready = False
         if spec.jail:
             if os.geteuid() == 0:
                 for folder, _, files in os.walk(spec.scratch):
@@ -341,23 +346,41 @@ class _Harness:
                         os.chown(name, spec.uid, spec.uid, follow_symlinks=False)
             js = JailSpec(scratch=spec.scratch, workdir=work, readonly=python_paths(), memory_mb=spec.memory_mb,
                           uid=spec.uid, env=env, status_file=os.path.join(spec.control, "check.status"))
-            argv = jail_command(argv, js, spec_path=os.path.join(spec.control, "check.json"))
+            spec_path = os.path.join(spec.control, "check.json")
+            zygote = _warm(spec.preload, env) if spec.warm else None
+            if zygote is not None:  # fork from the worker's warm process: the same jail, modules imported
+                js.home, js.env = zygote.home, {**env, "HOME": zygote.home, "MPLCONFIGDIR": zygote.env["MPLCONFIGDIR"]}
+                jail_command(["check"], js, spec_path=spec_path)
+                try:
+                    self.proc, self.read = zygote.spawn(spec_path, HARNESS)
+                except OSError:
+                    _discard(zygote)
+                else:
+                    self.zygote = zygote
+                    self.send({"delegates": spec.delegates, "preload": spec.preload})
+                    return
+                js.home, js.env = "", env
+            read, write = os.pipe()
+            argv = jail_command([sys.executable, "-I", "-c", HARNESS, str(write)], js, spec_path=spec_path)
             preexec = None
         else:
             from course_grading.kernel import _unsandboxed_limits
 
+            read, write = os.pipe()
+            argv = [sys.executable, "-I", "-c", HARNESS, str(write)]
             preexec = _unsandboxed_limits(spec.memory_mb)
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, pass_fds=(write,), cwd=work, env=env,
                                      start_new_session=True, preexec_fn=dies_with_grader(preexec))
         os.close(write)
         self.read = read
-        self.evidence: list[str] = []
         self.send({"delegates": spec.delegates, "preload": spec.preload})
 
     def ready(self, timeout: float = 120) -> bool:
         """Whether the process set itself up (within ``timeout`` seconds)."""
-        return (self.receive(timeout) or {}).get("ready") is True
+        if not self._ready:
+            self._ready = (self.receive(timeout) or {}).get("ready") is True
+        return self._ready
 
     def send(self, record: dict) -> None:
         self.proc.stdin.write((json.dumps(record) + "\n").encode())
@@ -398,7 +421,10 @@ class _Harness:
 
     def close(self) -> None:
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            if isinstance(self.proc, subprocess.Popen):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            else:
+                self.proc.kill()  # a zygote's child: its jail's init and everything in it go with it
         except OSError:
             pass
         try:
@@ -407,6 +433,42 @@ class _Harness:
             pass
         self.proc.wait()
         os.close(self.read)
+
+
+_ZYGOTES: dict[tuple, object] = {}  # this worker's warm processes, by (modules, environment)
+
+
+def _warm(preload: list[str], env: dict[str, str]):
+    """This worker's :class:`course_grading.zygote.Zygote` for ``preload`` and ``env`` when it is ready
+    to fork; ``None`` while it is still importing (it is started on the first call) or where it cannot
+    be used: the caller then starts a fresh interpreter."""
+    from course_grading import zygote
+
+    if not zygote.usable():
+        return None
+    key = (tuple(preload), tuple(sorted((k, v) for k, v in env.items() if k not in ("HOME", "MPLCONFIGDIR"))))
+    warm = _ZYGOTES.get(key)
+    if warm is None:
+        for old in [k for k, v in _ZYGOTES.items() if v][:-1]:  # a worker grades one lab: keep two at most
+            _ZYGOTES.pop(old).close()
+        try:
+            _ZYGOTES[key] = zygote.Zygote(preload, env)
+        except OSError:
+            _ZYGOTES[key] = False
+        return None
+    try:
+        return warm if warm and warm.ready(0) else None
+    except OSError:
+        _discard(warm)
+        return None
+
+
+def _discard(warm) -> None:
+    """Stop using a zygote that failed (the check falls back to fresh interpreters)."""
+    for key, value in list(_ZYGOTES.items()):
+        if value is warm:
+            _ZYGOTES[key] = False
+    warm.close()
 
 
 def start_check(spec: CheckSpec) -> _Harness:
@@ -435,6 +497,13 @@ def check_run(cells: list[Cell], spec: CheckSpec, harness: _Harness | None = Non
             if harness is None:
                 harness = _Harness(spec, deadline)
             harness.deadline = deadline
+            if harness.zygote is not None and not harness.ready(30):
+                # a warm process's child that did not start says nothing about the submission: the same
+                # check in a fresh interpreter, and no more forks from that zygote
+                _discard(harness.zygote)
+                harness.close()
+                spec = dataclasses.replace(spec, warm=False)
+                harness = _Harness(spec, deadline)
             if not harness.ready():
                 result.evidence += harness.evidence
                 for i in order[position:]:

@@ -95,6 +95,9 @@ class JailSpec:
         env: the whole environment of the jailed program (nothing is inherited).
         status_file: where the jail's init writes how the program ended (outside
             the jail; the jailed code cannot reach it).
+        home: a second path at which the scratch's ``home`` folder appears,
+            writable (a warm process's home, :mod:`course_grading.zygote`);
+            empty: none.
     """
 
     scratch: str
@@ -107,6 +110,7 @@ class JailSpec:
     tmp_mb: int = 256
     env: dict[str, str] = field(default_factory=dict)
     status_file: str = ""
+    home: str = ""
 
 
 def python_paths() -> list[str]:
@@ -365,18 +369,60 @@ def _loopback_up() -> None:
                                    f"{e.strerror}") from None
 
 
-def _enter(spec_path: str) -> None:
-    """Build the jail's root, pivot into it, fork the program unprivileged, reap, report."""
+def _enter(spec_path: str, run: Callable[[dict], None] | None = None) -> None:
+    """Build the jail's root, pivot into it, fork the program unprivileged, reap, report.
+
+    The program is ``spec["argv"]`` (``execve``), or ``run(spec)`` when given: a warm
+    process's child (:mod:`course_grading.zygote`) runs its code without a new interpreter."""
     global _libc
     _libc = ctypes.CDLL(None, use_errno=True)
     with open(spec_path) as f:
         spec = json.load(f)
     real_root = _real_root()
     status = os.open(spec["status_file"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) if spec["status_file"] else -1
+    _build_root(spec, os.path.dirname(spec_path), real_root)
 
+    pid = os.fork()
+    if pid == 0:  # the program: unprivileged, limited, alone
+        try:
+            os.setsid()
+            _limits(spec)
+            _drop_privileges(spec, real_root)
+            _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            os.chdir(spec["workdir"] or spec["scratch"])
+            os.umask(0o022)
+            if run is not None:
+                if status >= 0:
+                    os.close(status)
+                run(spec)
+                os._exit(0)
+            os.execve(spec["argv"][0], spec["argv"], spec["env"])
+        except SystemExit as e:
+            os._exit(e.code if isinstance(e.code, int) else 1)
+        except BaseException as e:  # noqa: BLE001 - report and leave; nothing to clean up
+            os.write(2, f"jail: cannot start {spec['argv'][0]}: {e}\n".encode())
+            os._exit(127)
+    # init of the PID namespace: reap orphans until the program ends, then end the jail
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        try:
+            done, code = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(1)
+        if done == pid:
+            if status >= 0:
+                os.write(status, str(code).encode())
+                os.close(status)
+            os._exit(os.WEXITSTATUS(code) if os.WIFEXITED(code) else 128 + os.WTERMSIG(code))
+
+
+def _build_root(spec: dict, near: str, real_root: bool) -> None:
+    """In fresh mount and network namespaces: bring up the loopback, make the jail's root in a
+    tmpfs (a folder made in ``near``) and pivot into it, read-only but for the scratch folder
+    (``real_root``: the machine's root runs this, not a user namespace's)."""
     _loopback_up()
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing below propagates to the host
-    root = tempfile.mkdtemp(prefix="jail-root-", dir=os.path.dirname(spec_path))
+    root = tempfile.mkdtemp(prefix="jail-root-", dir=near)
     _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=0755")
     small = f"size={int(spec['tmp_mb'])}m,mode=1777"
     for tmpfs in ("/tmp", "/dev/shm"):
@@ -412,6 +458,8 @@ def _enter(spec_path: str) -> None:
             _bind(os.path.realpath(path), root + path, writable=False)
             bound.append(path)
     _bind(spec["scratch"], root + spec["scratch"], writable=True)
+    if spec.get("home"):
+        _bind(os.path.join(spec["scratch"], "home"), root + spec["home"], writable=True)
 
     os.chdir(root)
     os.makedirs(root + "/.old")
@@ -420,32 +468,6 @@ def _enter(spec_path: str) -> None:
     _check(_libc.umount2(b"/.old", MNT_DETACH), "umount old root")
     os.rmdir("/.old")
     _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-
-    pid = os.fork()
-    if pid == 0:  # the program: unprivileged, limited, alone
-        try:
-            os.setsid()
-            _limits(spec)
-            _drop_privileges(spec, real_root)
-            _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            os.chdir(spec["workdir"] or spec["scratch"])
-            os.umask(0o022)
-            os.execve(spec["argv"][0], spec["argv"], spec["env"])
-        except BaseException as e:  # noqa: BLE001 - report and leave; nothing to clean up
-            os.write(2, f"jail: cannot start {spec['argv'][0]}: {e}\n".encode())
-            os._exit(127)
-    # init of the PID namespace: reap orphans until the program ends, then end the jail
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    while True:
-        try:
-            done, code = os.waitpid(-1, 0)
-        except ChildProcessError:
-            os._exit(1)
-        if done == pid:
-            if status >= 0:
-                os.write(status, str(code).encode())
-                os.close(status)
-            os._exit(os.WEXITSTATUS(code) if os.WIFEXITED(code) else 128 + os.WTERMSIG(code))
 
 
 if __name__ == "__main__":

@@ -17,14 +17,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import symtable
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from course_grading import cli, sandbox
+from course_grading import cli, integrity, sandbox, zygote
 from course_grading.autograde import PreflightError, autograde
 from course_grading.course import find_root, nbgrader_command, nbgrader_env
 from course_grading.cells import cell_source, strip_markers
@@ -131,6 +133,106 @@ def test_a_check_started_ahead_preloads_the_lab_imports_and_still_refuses_tracin
     result = run(tmp_path, cells, ahead=True, preload=["colorsys", "wave", "no_such_module_here"])
     assert result.tests == {3: (True, "")}, result
     assert any("sys.settrace" in e for e in result.evidence), result.evidence
+
+
+WARM = JAIL and zygote.usable()
+# What a check's program sees of its jail: the same whether it was forked from a zygote or started fresh.
+PROBE = r"""
+import os, socket, sys
+_s = socket.socket()
+_s.settimeout(2)
+try:
+    _s.connect(("127.0.0.1", {port}))
+    _net = "reached the host's 127.0.0.1"
+except OSError:
+    _net = "blocked"
+_s.close()
+with open(os.path.join(os.environ["HOME"], "written"), "w") as _f:
+    _f.write("home")
+SEEN = dict(uid=os.getuid(), pids=sorted(p for p in os.listdir("/proc") if p.isdigit()),
+            fds=len(os.listdir("/proc/self/fd")), result_fd=sys.argv[1] in os.listdir("/proc/self/fd"),
+            net=_net, host=os.path.exists({host!r}), cwd=os.getcwd(), mine=open("mine.txt").read(),
+            home=os.environ["HOME"], preloaded="colorsys" in sys.modules)
+"""
+EXPECT = ("want = dict(uid={uid}, pids=['1', '2'], fds=5, result_fd=True, net='blocked', host=False, cwd={cwd!r}, "
+          "mine='mine', preloaded=True)\n"
+          "assert {{k: SEEN[k] for k in want}} == want, SEEN\n")
+
+
+def _warm_spec(tmp_path: Path, name: str, warm: bool) -> CheckSpec:
+    scratch, control = tmp_path / name, tmp_path / f"{name}-control"
+    (scratch / "work").mkdir(parents=True)
+    (scratch / "home").mkdir()
+    (scratch / "work" / "mine.txt").write_text("mine")
+    control.mkdir()
+    return CheckSpec(scratch=str(scratch), control=str(control), memory_mb=2048, uid=62981,
+                     env=_jail_env(str(scratch), 1), cell_timeout=20, deadline=120, preload=["colorsys"], warm=warm)
+
+
+def _ready_zygote(spec: CheckSpec):
+    """The zygote the next warm check of ``spec`` forks from (started and waited for)."""
+    env = {**spec.env, "MPLBACKEND": "Agg"}
+    integrity._warm(spec.preload, env)
+    key = next(k for k in integrity._ZYGOTES if k[0] == tuple(spec.preload))
+    assert integrity._ZYGOTES[key].ready(60), "the zygote did not start"
+    return integrity._ZYGOTES[key]
+
+
+@pytest.mark.skipif(not WARM, reason="forking checks from a zygote needs the jail and root")
+def test_a_check_forked_from_the_zygote_sees_the_same_jail_as_a_fresh_one(tmp_path):
+    host_file = tmp_path / "grader-only.txt"
+    host_file.write_text("secret")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        for warm in (False, True):
+            spec = _warm_spec(tmp_path, f"warm{warm}", warm)
+            if warm:
+                _ready_zygote(spec)
+            harness = start_check(spec)
+            assert (harness.zygote is not None) == warm
+            probe = PROBE.format(port=listener.getsockname()[1], host=str(host_file))
+            expect = EXPECT.format(uid=62981 if os.geteuid() == 0 else 0, cwd=spec.scratch + "/work")
+            result = check_run([Cell(0, "locked", "import colorsys"), Cell(1, "solution", probe),
+                                Cell(2, "test", expect, "test_jail")], spec, harness)
+            assert result.tests == {2: (True, "")}, (warm, result)
+            assert (Path(spec.scratch) / "home" / "written").read_text() == "home"  # HOME is this scratch's
+    finally:
+        listener.close()
+
+
+@pytest.mark.skipif(not WARM, reason="forking checks from a zygote needs the jail and root")
+def test_nothing_a_forked_check_started_outlives_it(tmp_path):
+    spec = _warm_spec(tmp_path, "lasting", True)
+    _ready_zygote(spec)
+    ticks = Path(spec.scratch) / "work" / "ticks"
+    start = ("import subprocess, sys\n"
+             "subprocess.Popen([sys.executable, '-c', 'import time\\nwhile True:\\n    open(\"ticks\", \"a\").write(\"x\")"
+             "\\n    time.sleep(0.05)'], start_new_session=True)\n")
+    result = check_run([Cell(0, "solution", start), Cell(1, "test", "import time\ntime.sleep(0.5)", "t")], spec,
+                       start_check(spec))
+    assert result.tests == {1: (True, "")}, result
+    assert ticks.exists(), "the background process never ran"
+    time.sleep(0.5)
+    size = ticks.stat().st_size
+    time.sleep(1.0)
+    assert ticks.stat().st_size == size, "a process the check started still runs after the check ended"
+
+
+@pytest.mark.skipif(not WARM, reason="forking checks from a zygote needs the jail and root")
+def test_a_zygote_whose_children_fail_is_dropped_and_the_check_still_grades(tmp_path, monkeypatch):
+    broken = zygote.SERVE.replace("def child(job, stdin_fd, result_fd):\n",
+                                  "def child(job, stdin_fd, result_fd):\n    os._exit(3)\n")
+    assert broken != zygote.SERVE
+    monkeypatch.setattr(zygote, "SERVE", broken)
+    spec = _warm_spec(tmp_path, "broken", True)
+    spec.preload = ["colorsys", "wave"]  # a zygote of its own
+    failing = _ready_zygote(spec)
+    cells = [Cell(0, "solution", "def double(x):\n    return 2 * x\n"), Cell(1, "test", "assert double(2) == 4", "t")]
+    result = check_run(cells, spec, start_check(spec))
+    assert result.tests == {1: (True, "")}, result
+    assert failing not in integrity._ZYGOTES.values(), "a failing zygote must not be used again"
 
 
 def _bound_and_free(source: str) -> tuple[set[str], set[str]]:
