@@ -170,9 +170,11 @@ def _find_notebook(folder: Path, name: str) -> tuple[Path | None, str]:
 _SLOT = None
 
 
-def _init_worker(counter, grader: int) -> None:
+def _init_worker(counter, grader: int, warm: dict | None = None) -> None:
     """Give each worker process its own slot (its jail uid) and import what grading needs (seconds);
-    the worker dies with the grader process ``grader`` (and its jails with it)."""
+    the worker dies with the grader process ``grader`` (and its jails with it). ``warm``
+    (``lab``, ``notebook``, ``threads``): start the integrity check's warm process for that release
+    notebook first (:func:`course_grading.kernel.prewarm_check`), which imports while this one does."""
     global _SLOT
     if platform.system() == "Linux":
         sandbox.die_with_parent(grader)
@@ -183,8 +185,14 @@ def _init_worker(counter, grader: int) -> None:
     # at import: 1 to 2 s of every worker here. Nothing here checks formats (nbformat and nbgrader validate
     # notebooks without a format checker), so this process goes without it.
     sys.modules.setdefault("rfc3987_syntax", None)
+    import course_grading.kernel
+
+    if warm:
+        try:
+            course_grading.kernel.prewarm_check(warm["notebook"], warm["lab"], warm["threads"])
+        except Exception:  # noqa: BLE001 - only a head start: the first check starts it otherwise
+            pass
     import nbgrader.apps  # noqa: F401
-    import course_grading.kernel  # noqa: F401
 
 
 def _grade_one(task: dict) -> dict:
@@ -420,8 +428,11 @@ def autograde(lab: str, submissions: str | os.PathLike | None = None, root: str 
                               memory_mb=memory_mb, sandbox=jailed, run_all=run_all, feedback=feedback,
                               threads=max(1, (os.cpu_count() or 1) // jobs)))
         ctx = get_context("spawn")
+        warm = None
+        if jailed and tasks and notebooks and course_config(root).SandboxedExecute.get("check", True):
+            warm = dict(lab=lab, notebook=str(release / f"{notebooks[0]}.ipynb"), threads=tasks[0]["threads"])
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(ctx.Value("i", 0), os.getpid())) as pool, ThreadPoolExecutor(1) as thread:
+                                 initargs=(ctx.Value("i", 0), os.getpid(), warm)) as pool, ThreadPoolExecutor(1) as thread:
             # The preflight (the lab's imports, in a jail) runs while the workers start and grade the first
             # submissions into their throwaway courses; no result is merged, recorded or told before it passed.
             checked = thread.submit(preflight, release, notebooks, jailed, memory_mb)

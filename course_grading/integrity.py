@@ -51,7 +51,7 @@ import time
 from dataclasses import dataclass, field
 
 __all__ = ["DELEGATES", "DEMONSTRATIONS", "HARNESS", "Cell", "CheckResult", "CheckSpec", "check_run", "compare",
-           "resume_plan", "start_check", "to_python"]
+           "forks_warm", "prewarm", "resume_plan", "start_check", "to_python"]
 
 #: Per lab and test cell, the reference implementations a student's answer must not call
 #: (``module:attribute`` or ``module:Class.method``). The test cell itself may call them.
@@ -335,7 +335,7 @@ class _Harness:
 
         self.spec, self.deadline, self.buffer = spec, deadline, b""
         work = os.path.join(spec.scratch, "work")
-        env = {**spec.env, "MPLBACKEND": "Agg"}
+        env = _program_env(spec)
         self.evidence: list[str] = []
         self.zygote = None  # the warm process this one was forked from, if any
         self._ready = False
@@ -357,7 +357,10 @@ class _Harness:
                     _discard(zygote)
                 else:
                     self.zygote = zygote
-                    self.send({"delegates": spec.delegates, "preload": spec.preload})
+                    try:
+                        self.send({"delegates": spec.delegates, "preload": spec.preload})
+                    except OSError:  # the child is gone already: ready() says so, check_run starts a fresh one
+                        pass
                     return
                 js.home, js.env = "", env
             read, write = os.pipe()
@@ -446,7 +449,7 @@ def _warm(preload: list[str], env: dict[str, str]):
 
     if not zygote.usable():
         return None
-    key = (tuple(preload), tuple(sorted((k, v) for k, v in env.items() if k not in ("HOME", "MPLCONFIGDIR"))))
+    key = _zygote_key(preload, env)
     warm = _ZYGOTES.get(key)
     if warm is None:
         for old in [k for k, v in _ZYGOTES.items() if v][:-1]:  # a worker grades one lab: keep two at most
@@ -461,6 +464,39 @@ def _warm(preload: list[str], env: dict[str, str]):
     except OSError:
         _discard(warm)
         return None
+
+
+def _zygote_key(preload: list[str], env: dict[str, str]) -> tuple:
+    """Checks that can share a warm process: the same modules and the same environment but for the
+    home folder (each check's own, bound where the zygote's was)."""
+    return tuple(preload), tuple(sorted((k, v) for k, v in env.items() if k not in ("HOME", "MPLCONFIGDIR")))
+
+
+def _program_env(spec: CheckSpec) -> dict[str, str]:
+    return {**spec.env, "MPLBACKEND": "Agg"}
+
+
+def forks_warm(spec: CheckSpec, wait: float = 0) -> bool:
+    """Whether a check of ``spec`` started now or later is forked from a warm process (which this
+    starts if need be, and waits up to ``wait`` seconds for): such a check costs nothing to start,
+    so it need not be started ahead."""
+    if not (spec.jail and spec.warm):
+        return False
+    env = _program_env(spec)
+    _warm(spec.preload, env)
+    warm = _ZYGOTES.get(_zygote_key(spec.preload, env))
+    if warm and wait > 0:
+        try:
+            warm.ready(wait)
+        except OSError:
+            _discard(warm)
+    return bool(_ZYGOTES.get(_zygote_key(spec.preload, env)))
+
+
+def prewarm(preload: list[str], env: dict[str, str]) -> None:
+    """Start the warm process that checks with these ``preload`` modules and this environment (its
+    ``HOME`` aside) will fork from, without waiting for it (nothing happens where none can be used)."""
+    _warm(preload, env)
 
 
 def _discard(warm) -> None:

@@ -38,8 +38,8 @@ from nbgrader.preprocessors import Execute
 from nbgrader.utils import is_grade
 from traitlets import Bool, Enum, Float, Int, Unicode
 
-from course_grading.integrity import (DELEGATES, DEMONSTRATIONS, Cell, CheckSpec, check_run, compare, resume_plan,
-                                      start_check, to_python)
+from course_grading.integrity import (DELEGATES, DEMONSTRATIONS, Cell, CheckSpec, check_run, compare, forks_warm,
+                                      prewarm, resume_plan, start_check, to_python)
 from course_grading.sandbox import JailSpec, describe_status, dies_with_grader, jail_command, python_paths
 from course_grading.sandbox import jail_env as _jail_env  # the kernel's whole environment
 
@@ -136,6 +136,29 @@ def _kind(cell) -> str | None:
     return "test" if is_grade(cell) else "solution" if meta.get("solution") else "locked" if meta.get("locked") else ""
 
 
+def check_preload(nb, lab: str) -> list[str]:
+    """The modules the integrity check imports before any cell: those that the lab's own (read-only)
+    cells up to its last test import, its demonstrations (:data:`DEMONSTRATIONS`) left out."""
+    from course_grading.preflight import lab_imports
+
+    kinds = [_kind(c) for c in nb.cells]
+    tests = [i for i, k in enumerate(kinds) if k == "test"]
+    demos = set(DEMONSTRATIONS.get(lab, ()))
+    own = [c for i, c in enumerate(nb.cells[: max(tests, default=-1) + 1]) if kinds[i] == "locked"
+           and c.metadata.get("nbgrader", {}).get("grade_id") not in demos]
+    return lab_imports([{"cells": own}])
+
+
+def prewarm_check(notebook: str | os.PathLike, lab: str, threads: int) -> None:
+    """Start this grading worker's warm process for the checks of ``lab`` now, from its release
+    ``notebook`` (:func:`course_grading.integrity.prewarm`): it imports the lab's modules while the
+    worker starts, so that the first submission's check is forked too."""
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    prewarm(check_preload(nb, lab), {**_jail_env("/", threads), "MPLBACKEND": "Agg"})
+
+
 class SandboxedExecute(Execute):
     """nbgrader's Execute preprocessor, hardened.
 
@@ -199,10 +222,11 @@ class SandboxedExecute(Execute):
         tests = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and is_grade(c)]
         last = len(nb.cells) - 1 if self.run_all else max(tests, default=-1)
         kinds = [_kind(c) for c in nb.cells]
-        # The check's plain-Python process starts now, beside the kernel: it imports the lab's modules
-        # while the notebook runs, in a jail of its own that the kernel cannot see (its own mount, PID,
-        # network and IPC namespaces and scratch folder); no cell is sent to it before the kernel is done.
-        self._harness = self._start_check(nb, kinds, max(tests)) if self.check and tests else None
+        # The check's plain-Python process runs in a jail of its own that the kernel cannot see (its own
+        # mount, PID, network and IPC namespaces and scratch folder); no cell is sent to it before the
+        # kernel is done. Forked from the worker's warm process, it starts when it is needed; otherwise it
+        # starts now, beside the kernel, and imports the lab's modules while the notebook runs.
+        self._harness = self._start_check(nb) if self.check and tests else None
         try:
             return self._run(nb, resources, tests, last, kinds)
         finally:
@@ -305,6 +329,8 @@ class SandboxedExecute(Execute):
         demos = set(DEMONSTRATIONS.get(self.lab, ()))
         short = [c for c in cells if not (c.kind == "locked" and c.grade_id in demos)]
         harness, self._harness = self._harness, None
+        if harness is None:  # forked now from the worker's warm process (waiting for it if it still imports)
+            forks_warm(self._check_spec, wait=60)
         result = check_run(short, self._check_spec, harness)
         names = {i: nb.cells[i].metadata["nbgrader"]["grade_id"] for i in passed}
         evidence, zeroed = compare(names, passed, result)
@@ -323,21 +349,17 @@ class SandboxedExecute(Execute):
             nb.cells[i].outputs.insert(0, self._error("Delegated", why))
             self.report["problems"].append(f"'{names[i]}' scored 0: {why}")
 
-    def _start_check(self, nb, kinds: list, last_test: int):
+    def _start_check(self, nb):
         """Set up the check's scratch folder and start its process (:func:`course_grading.integrity.start_check`),
-        preloading the modules that the lab's own cells up to its last test import (not its demonstrations)."""
-        from course_grading.preflight import lab_imports
-
-        demos = set(DEMONSTRATIONS.get(self.lab, ()))
-        own = [c for i, c in enumerate(nb.cells[: last_test + 1]) if kinds[i] == "locked"
-               and c.metadata.get("nbgrader", {}).get("grade_id") not in demos]
+        preloading the modules that the lab's own cells up to its last test import (:func:`check_preload`);
+        None when the process will be forked from a warm one (:func:`course_grading.integrity.forks_warm`)."""
         scratch = Path(self.scratch).with_name(Path(self.scratch).name + "-check")
         self._check_spec = CheckSpec(
             scratch=str(scratch), control=self.control, jail=self.sandbox, memory_mb=self.memory_mb, uid=self.uid,
             env=_jail_env(str(scratch), self.threads), cell_timeout=self.timeout, deadline=self.notebook_timeout,
-            delegates=DELEGATES.get(self.lab, {}), preload=lab_imports([{"cells": own}]))
+            delegates=DELEGATES.get(self.lab, {}), preload=check_preload(nb, self.lab))
         self._fresh_check_scratch()
-        return start_check(self._check_spec)
+        return None if forks_warm(self._check_spec) else start_check(self._check_spec)
 
     def _fresh_check_scratch(self) -> None:
         """The check's scratch folder, empty but for a copy of the submission's files."""

@@ -202,6 +202,24 @@ def test_a_check_forked_from_the_zygote_sees_the_same_jail_as_a_fresh_one(tmp_pa
         listener.close()
 
 
+@pytest.mark.parametrize("lab", ["lab02_attention", "lab10_modern_blocks"])
+def test_the_worker_prewarms_the_zygote_that_its_checks_fork_from(lab, tmp_path):
+    """The zygote a grading worker starts from the release notebook is the one its checks ask for:
+    the same modules as SandboxedExecute's check (the lab's own imports, not its demonstrations') and
+    an environment equal but for the check's own home folder."""
+    import nbformat
+
+    from course_grading.kernel import check_preload
+
+    nb = nbformat.read(str(ROOT / "solutions" / lab / f"{lab}.ipynb"), as_version=4)
+    preload = check_preload(nb, lab)
+    assert "torch" in preload and not any(m.startswith("course_grading") for m in preload), preload
+    check_env = {**_jail_env(str(tmp_path / "job-check"), 1), "MPLBACKEND": "Agg"}
+    worker_env = {**_jail_env("/", 1), "MPLBACKEND": "Agg"}
+    assert integrity._zygote_key(preload, check_env) == integrity._zygote_key(preload, worker_env)
+    assert integrity._zygote_key(preload, check_env) != integrity._zygote_key(preload, {**worker_env, "OMP_NUM_THREADS": "2"})
+
+
 @pytest.mark.skipif(not WARM, reason="forking checks from a zygote needs the jail and root")
 def test_nothing_a_forked_check_started_outlives_it(tmp_path):
     spec = _warm_spec(tmp_path, "lasting", True)
