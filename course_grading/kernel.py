@@ -138,7 +138,8 @@ def _kind(cell) -> str | None:
 
 def check_preload(nb, lab: str) -> list[str]:
     """The modules the integrity check imports before any cell: those that the lab's own (read-only)
-    cells up to its last test import, its demonstrations (:data:`DEMONSTRATIONS`) left out."""
+    cells up to its last test import, its demonstrations (:data:`DEMONSTRATIONS`) left out, and those
+    holding the reference implementations it instruments (:data:`DELEGATES`)."""
     from course_grading.preflight import lab_imports
 
     kinds = [_kind(c) for c in nb.cells]
@@ -146,7 +147,9 @@ def check_preload(nb, lab: str) -> list[str]:
     demos = set(DEMONSTRATIONS.get(lab, ()))
     own = [c for i, c in enumerate(nb.cells[: max(tests, default=-1) + 1]) if kinds[i] == "locked"
            and c.metadata.get("nbgrader", {}).get("grade_id") not in demos]
-    return lab_imports([{"cells": own}])
+    modules = lab_imports([{"cells": own}])
+    references = {target.partition(":")[0] for targets in DELEGATES.get(lab, {}).values() for target in targets}
+    return modules + sorted(references - set(modules))
 
 
 def prewarm_check(notebook: str | os.PathLike, lab: str, threads: int) -> None:

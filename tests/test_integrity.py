@@ -214,6 +214,8 @@ def test_the_worker_prewarms_the_zygote_that_its_checks_fork_from(lab, tmp_path)
     nb = nbformat.read(str(ROOT / "solutions" / lab / f"{lab}.ipynb"), as_version=4)
     preload = check_preload(nb, lab)
     assert "torch" in preload and not any(m.startswith("course_grading") for m in preload), preload
+    instrumented = {t.split(":")[0] for targets in integrity.DELEGATES[lab].values() for t in targets}
+    assert instrumented <= set(preload), "the modules of the instrumented references are imported ahead too"
     check_env = {**_jail_env(str(tmp_path / "job-check"), 1), "MPLBACKEND": "Agg"}
     worker_env = {**_jail_env("/", 1), "MPLBACKEND": "Agg"}
     assert integrity._zygote_key(preload, check_env) == integrity._zygote_key(preload, worker_env)
