@@ -18,9 +18,12 @@ from typing import Callable
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def alternate(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1) -> dict[str, float]:
+def alternate_rounds(fns: dict[str, Callable[[], object]], repeats: int = 5,
+                     warmup: int = 1) -> dict[str, list[float]]:
     """Run each function ``warmup`` times, then ``repeats`` rounds in which
-    every function runs once (order rotating each round). Returns median seconds."""
+    every function runs once (order rotating each round). Returns each
+    function's seconds, one per round (round ``r`` of every function ran
+    back to back, so their ratio suffers least from drifting load)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -32,7 +35,12 @@ def alternate(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: in
             t0 = time.perf_counter()
             fns[name]()
             times[name].append(time.perf_counter() - t0)
-    return {n: statistics.median(t) for n, t in times.items()}
+    return times
+
+
+def alternate(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1) -> dict[str, float]:
+    """:func:`alternate_rounds`, reduced to each function's median seconds."""
+    return {n: statistics.median(t) for n, t in alternate_rounds(fns, repeats, warmup).items()}
 
 
 def table(headers: list[str], rows: list[list[object]]) -> str:

@@ -10,24 +10,37 @@ between the libraries in one process:
   tensor measured in the same run: ``bytes copied / s``, each byte read once);
 * one training step (forward, backward, AdamW) on a batch of 4 x 128 tokens.
 
-    python benchmarks/real_shapes.py          # a few minutes on 2 cores
+    python benchmarks/real_shapes.py          # about 8 minutes on 2 cores
 
 Result: benchmarks/results/real_shapes.md.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 from transformers.utils import logging
 
-from common import alternate, save, table
+from common import alternate_rounds, save, table
 from course_utils.transformer import DecoderOnlyLM
 
 NEW = 32  # new tokens per decoding run
 PROMPT = 16
+ROUNDS = {"decoding": 9, "training": 7}  # rounds of (ours, transformers); each round's pair runs back to back
+
+
+def speed(name: str, fns: dict, rounds: int) -> tuple[dict[str, float], str]:
+    """Median seconds of ``fns["ours"]`` and ``fns["hf"]`` over ``rounds`` alternating rounds, and the
+    speed-up as "median (lowest to highest of the rounds)": a round's ratio compares two runs made
+    back to back, so the range shows how much the load moved it."""
+    times = alternate_rounds(fns, repeats=rounds, warmup=1)
+    ratios = sorted(h / o for h, o in zip(times["hf"], times["ours"]))
+    print(f"  {name}: speed-up per round " + ", ".join(f"{r:.2f}" for r in ratios), flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return med, f"{statistics.median(ratios):.2f}x ({ratios[0]:.2f} to {ratios[-1]:.2f})"
 
 
 def gpt2_124m() -> GPT2LMHeadModel:
@@ -85,11 +98,10 @@ def measure(name: str, hf, bandwidth: float) -> list[list[object]]:
         hf.generate(prompt, attention_mask=mask, max_new_tokens=NEW, do_sample=False, pad_token_id=0,
                     eos_token_id=None)
 
-    t = alternate({"ours": ours_decode, "hf": hf_decode}, repeats=3, warmup=1)
+    t, ratio = speed("decoding", {"ours": ours_decode, "hf": hf_decode}, ROUNDS["decoding"])
     wbytes = weight_bytes(ours)
     bound = bandwidth / wbytes  # tokens/s if each token only read every weight once
-    rows = [[f"{name}: cached greedy decoding, batch 1", "tokens/s", NEW / t["ours"], NEW / t["hf"],
-             f"{t['hf'] / t['ours']:.2f}x",
+    rows = [[f"{name}: cached greedy decoding, batch 1", "tokens/s", NEW / t["ours"], NEW / t["hf"], ratio,
              f"ours {NEW / t['ours'] / bound:.0%}, transformers {NEW / t['hf'] / bound:.0%} of {bound:.1f} tokens/s"]]
 
     batch = torch.randint(0, hf.config.vocab_size, (4, 128), generator=torch.Generator().manual_seed(1))
@@ -108,9 +120,8 @@ def measure(name: str, hf, bandwidth: float) -> list[list[object]]:
         hf(batch, labels=batch).loss.backward()
         opt_hf.step()
 
-    t = alternate({"ours": ours_step, "hf": hf_step}, repeats=3, warmup=1)
-    rows.append([f"{name}: training step, 4 x 128 tokens", "tokens/s", 512 / t["ours"], 512 / t["hf"],
-                 f"{t['hf'] / t['ours']:.2f}x", ""])
+    t, ratio = speed("training", {"ours": ours_step, "hf": hf_step}, ROUNDS["training"])
+    rows.append([f"{name}: training step, 4 x 128 tokens", "tokens/s", 512 / t["ours"], 512 / t["hf"], ratio, ""])
     return rows
 
 
@@ -126,6 +137,8 @@ def main() -> None:
         rows += measure(name, model, bandwidth)
     body = table(["model and measurement", "unit", "ours", "transformers", "speed-up", "share of the weight-read bound"],
                  rows)
+    body += ("\n\nSpeed-up: the median of the rounds' ratios (transformers' seconds over ours, the two run back to"
+             " back), with the lowest and highest round in brackets; tokens/s are medians.")
     body += (f"\n\nCopy bandwidth measured in this run: {bandwidth / 1e9:.1f} GB/s (a 256 MiB fp32 copy, best of 5)."
              f" The bound is that bandwidth divided by the weight bytes: the decoding rate if each token cost only"
              f" one read of every weight. Greedy outputs of the two decoders were checked equal first.")
