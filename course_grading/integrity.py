@@ -349,7 +349,7 @@ class _Harness:
             spec_path = os.path.join(spec.control, "check.json")
             zygote = _warm(spec.preload, env) if spec.warm else None
             if zygote is not None:  # fork from the worker's warm process: the same jail, modules imported
-                js.home, js.env = zygote.home, {**env, "HOME": zygote.home, "MPLCONFIGDIR": zygote.env["MPLCONFIGDIR"]}
+                js.home, js.env = zygote.home, zygote.environment(env)
                 jail_command(["check"], js, spec_path=spec_path)
                 try:
                     self.proc, self.read = zygote.spawn(spec_path, HARNESS)
@@ -469,7 +469,9 @@ def _warm(preload: list[str], env: dict[str, str]):
 def _zygote_key(preload: list[str], env: dict[str, str]) -> tuple:
     """Checks that can share a warm process: the same modules and the same environment but for the
     home folder (each check's own, bound where the zygote's was)."""
-    return tuple(preload), tuple(sorted((k, v) for k, v in env.items() if k not in ("HOME", "MPLCONFIGDIR")))
+    from course_grading.zygote import PER_CHECK
+
+    return tuple(preload), tuple(sorted((k, v) for k, v in env.items() if k not in PER_CHECK))
 
 
 def _program_env(spec: CheckSpec) -> dict[str, str]:

@@ -43,10 +43,11 @@ import sys
 import tempfile
 import threading
 
-__all__ = ["Zygote", "Child", "usable"]
+__all__ = ["PER_CHECK", "Zygote", "Child", "usable"]
 
-CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
-CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
+#: The variables that differ from one forked program to the next (its home folder): the rest of the
+#: environment must be the zygote's, which its imports saw.
+PER_CHECK = ("HOME", "MPLCONFIGDIR")
 
 # The zygote's own code: run as ``python -I -c SERVE SANDBOX_PY CONTROL_FD PARENT_PID MODULES_JSON``.
 SERVE = r'''
@@ -177,7 +178,7 @@ class Zygote:
         self.folder = tempfile.mkdtemp(prefix="zygote-")
         self.home = os.path.join(self.folder, "home")
         os.mkdir(self.home)
-        self.env = {**env, "HOME": self.home, "MPLCONFIGDIR": os.path.join(self.home, ".matplotlib")}
+        self.env = self.environment(env)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.lock = threading.Lock()
         self.proc = subprocess.Popen(
@@ -190,6 +191,10 @@ class Zygote:
         self.control = ours
         self._ready = False
         atexit.register(self.close)
+
+    def environment(self, env: dict[str, str]) -> dict[str, str]:
+        """``env`` with this zygote's home folder (:data:`PER_CHECK`), for a program it forks."""
+        return {**env, "HOME": self.home, "MPLCONFIGDIR": os.path.join(self.home, ".matplotlib")}
 
     def ready(self, timeout: float = 0) -> bool:
         """Whether the zygote has imported its modules and takes requests (waits up to ``timeout`` s)."""
