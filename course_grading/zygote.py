@@ -34,8 +34,8 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import shutil
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -153,7 +153,9 @@ class Child:
             pass
 
     def wait(self, timeout: float | None = None) -> int | None:
-        """Wait until the child has ended (its pidfd becomes readable); None on timeout."""
+        """Wait until the child has ended (its pidfd becomes readable): 0, or None on timeout (its
+        exit status is its parent's, the zygote's, to collect; how the program ended is in the jail's
+        status file)."""
         if self.returncode is None and select.select([self.pidfd], [], [], timeout)[0]:
             self.returncode = 0
             os.close(self.pidfd)
