@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["MARKER_PAIRS", "MARKERS", "cell_source", "nbgrader_meta", "cell_kind", "strip_markers"]
+__all__ = ["MARKER_PAIRS", "MARKERS", "cell_source", "nbgrader_meta", "cell_kind", "strip_markers", "without_hidden_tests"]
 
 #: The begin and end markers of the two kinds of secret block.
 MARKER_PAIRS: tuple[tuple[str, str], ...] = (("### BEGIN SOLUTION", "### END SOLUTION"),
@@ -54,3 +54,20 @@ def strip_markers(source: str) -> str:
     Example: ``'def f():\\n    ### BEGIN SOLUTION\\n    return 1\\n    ### END SOLUTION'`` ->
     ``'def f():\\n    return 1'``."""
     return "\n".join(line for line in source.splitlines() if line.strip() not in MARKERS)
+
+
+def without_hidden_tests(source: str) -> str:
+    """A test cell's source as its release shows it: the hidden-test blocks, markers included, left out
+    (a source notebook's cell and the cell nbgrader restores when grading give the same text).
+    Example: ``'a = 1\\n### BEGIN HIDDEN TESTS\\nb = 2\\n### END HIDDEN TESTS'`` -> ``'a = 1'``."""
+    begin, end = MARKER_PAIRS[1]
+    kept, inside = [], False
+    for line in source.splitlines():
+        s = line.strip()
+        if s == begin:
+            inside = True
+        elif s == end:
+            inside = False
+        elif not inside:
+            kept.append(line)
+    return "\n".join(kept)

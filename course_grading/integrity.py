@@ -131,7 +131,7 @@ DELEGATES: dict[str, dict[str, list[str]]] = {
 DEMONSTRATIONS: dict[str, list[str]] = {
     "lab01_next_word": ["bigram_demo", "perplexity_demo", "memory_demo"],
     "lab03_tokenization": ["compare_hf", "plot_pe"],
-    "lab04_gpt": ["gpt_from_blocks", "train_plot", "sample", "mlm_demo"],
+    "lab04_gpt": ["gpt_from_blocks", "corpus", "train_run", "train_plot", "sample", "mlm_demo"],
     "lab05_prompting": ["tokenizer_demo", "tasks_demo", "builders", "predict_demo", "curve", "too_long_demo"],
     "lab06_decoding": ["temperature_demo", "filters_demo", "generate_demo"],
     "lab07_pretraining": ["pipeline", "scaling_run"],

@@ -38,6 +38,7 @@ from nbgrader.preprocessors import Execute
 from nbgrader.utils import is_grade
 from traitlets import Bool, Enum, Float, Int, Unicode
 
+from course_grading.cells import cell_source, without_hidden_tests
 from course_grading.integrity import (DELEGATES, DEMONSTRATIONS, Cell, CheckSpec, check_run, compare, forks_warm,
                                       prewarm, resume_plan, start_check, to_python)
 from course_grading.sandbox import JailSpec, describe_status, dies_with_grader, jail_command, python_paths
@@ -137,16 +138,18 @@ def _kind(cell) -> str | None:
 
 
 def check_preload(nb, lab: str) -> list[str]:
-    """The modules the integrity check imports before any cell: those that the lab's own (read-only)
-    cells up to its last test import, its demonstrations (:data:`DEMONSTRATIONS`) left out, and those
-    holding the reference implementations it instruments (:data:`DELEGATES`)."""
+    """The modules the integrity check imports before any cell: those that the lab's own cells up to
+    its last test import (read-only cells, its demonstrations (:data:`DEMONSTRATIONS`) left out, and
+    the visible part of its tests, so that a release and a graded submission give the same list), and
+    those holding the reference implementations it instruments (:data:`DELEGATES`)."""
     from course_grading.preflight import lab_imports
 
     kinds = [_kind(c) for c in nb.cells]
     tests = [i for i, k in enumerate(kinds) if k == "test"]
     demos = set(DEMONSTRATIONS.get(lab, ()))
-    own = [c for i, c in enumerate(nb.cells[: max(tests, default=-1) + 1]) if kinds[i] == "locked"
-           and c.metadata.get("nbgrader", {}).get("grade_id") not in demos]
+    own = [{"cell_type": "code", "source": without_hidden_tests(cell_source(c)) if kinds[i] == "test" else c.source}
+           for i, c in enumerate(nb.cells[: max(tests, default=-1) + 1])
+           if kinds[i] == "test" or (kinds[i] == "locked" and c.metadata.get("nbgrader", {}).get("grade_id") not in demos)]
     modules = lab_imports([{"cells": own}])
     references = {target.partition(":")[0] for targets in DELEGATES.get(lab, {}).values() for target in targets}
     return modules + sorted(references - set(modules))

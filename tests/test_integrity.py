@@ -202,17 +202,22 @@ def test_a_check_forked_from_the_zygote_sees_the_same_jail_as_a_fresh_one(tmp_pa
         listener.close()
 
 
-@pytest.mark.parametrize("lab", ["lab02_attention", "lab10_modern_blocks"])
+@pytest.mark.parametrize("lab", ["lab02_attention", "lab06_decoding", "lab10_modern_blocks"])
 def test_the_worker_prewarms_the_zygote_that_its_checks_fork_from(lab, tmp_path):
     """The zygote a grading worker starts from the release notebook is the one its checks ask for:
-    the same modules as SandboxedExecute's check (the lab's own imports, not its demonstrations') and
-    an environment equal but for the check's own home folder."""
+    the same modules as SandboxedExecute's check, which sees the source's test cells with their hidden
+    tests (the lab's own imports and its tests' visible ones, not its demonstrations') and an
+    environment equal but for the check's own home folder."""
     import nbformat
 
     from course_grading.kernel import check_preload
 
     nb = nbformat.read(str(ROOT / "solutions" / lab / f"{lab}.ipynb"), as_version=4)
     preload = check_preload(nb, lab)
+    release = nbformat.read(str(ROOT / "labs" / lab / f"{lab}.ipynb"), as_version=4)
+    assert check_preload(release, lab) == preload
+    if lab == "lab06_decoding":  # imported by a test cell only
+        assert "transformers.generation.logits_process" in preload, preload
     assert "torch" in preload and not any(m.startswith("course_grading") for m in preload), preload
     instrumented = {t.split(":")[0] for targets in integrity.DELEGATES[lab].values() for t in targets}
     assert instrumented <= set(preload), "the modules of the instrumented references are imported ahead too"
