@@ -134,7 +134,7 @@ DEMONSTRATIONS: dict[str, list[str]] = {
     "lab04_gpt": ["gpt_from_blocks", "corpus", "train_run", "train_plot", "sample", "mlm_demo"],
     "lab05_prompting": ["tokenizer_demo", "tasks_demo", "builders", "predict_demo", "curve", "too_long_demo"],
     "lab06_decoding": ["temperature_demo", "filters_demo", "generate_demo"],
-    "lab07_pretraining": ["pipeline", "scaling_run"],
+    "lab07_pretraining": ["corpus", "pipeline", "scaling_run"],
     "lab08_memory": ["measure", "error_plot", "compare_schemes"],
     "lab09_distributed": ["memory_plot", "train_dp", "budget"],
 }
