@@ -3,8 +3,9 @@
 Run with ``python benchmarks/grading.py`` (options: ``--help``). For each lab, in a
 throwaway course, it releases the lab (``nbgrader generate_assignment``), writes
 ``--copies`` submissions of the instructor's solution (markers removed), times
-the solution itself (a plain Jupyter kernel, no jail, with the grader's thread count, the cells
-up to the last test cell: what the grader runs), then times
+the solution itself (``--solution-runs`` runs, 3 by default, their median; a plain
+Jupyter kernel, no jail, with the grader's thread count, the cells up to the last
+test cell: what the grader runs), then times
 ``course_grading.autograde.autograde`` with ``--jobs`` parallel jailed kernels,
 the integrity check and feedback included, and checks that every copy got full
 marks, none was held and none needed the re-run of every cell (the false-hold
@@ -130,8 +131,9 @@ class CpuMeter(threading.Thread):
         return self.total()
 
 
-def solution_seconds(solution: dict, folder: Path) -> tuple[float, float]:
-    """Wall and CPU time of the solution's cells up to its last test cell, in a plain kernel (what grading runs)."""
+def solution_seconds(solution: dict, folder: Path, runs: int = 3) -> tuple[float, float]:
+    """Wall and CPU time of the solution's cells up to its last test cell, in a plain kernel (what grading runs):
+    the medians of ``runs`` runs (a single run moves by about a second from one to the next)."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -139,14 +141,19 @@ def solution_seconds(solution: dict, folder: Path) -> tuple[float, float]:
     tests = [i for i, c in enumerate(nb.cells) if c.get("metadata", {}).get("nbgrader", {}).get("grade")
              and c.cell_type == "code"]
     nb.cells = nb.cells[: max(tests) + 1]
-    meter = CpuMeter()
-    meter.start()
-    start = time.perf_counter()
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
-    return time.perf_counter() - start, meter.stop()
+    walls, cpus = [], []
+    for _ in range(runs):
+        meter = CpuMeter()
+        meter.start()
+        start = time.perf_counter()
+        NotebookClient(copy.deepcopy(nb), timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(folder)}}).execute()
+        walls.append(time.perf_counter() - start)
+        cpus.append(meter.stop())
+    return statistics.median(walls), statistics.median(cpus)
 
 
-def bench(root: Path, lab: str, copies: int, jobs: int, timeout: float, memory: int) -> dict:
+def bench(root: Path, lab: str, copies: int, jobs: int, timeout: float, memory: int, solution_runs: int = 3) -> dict:
     """Grade ``copies`` solved copies of ``lab`` with the ``course_grading`` this process imports; one row."""
     from course_grading.autograde import autograde
     from course_grading.course import nbgrader_command, nbgrader_env
@@ -166,7 +173,7 @@ def bench(root: Path, lab: str, copies: int, jobs: int, timeout: float, memory: 
             folder = course / "submitted" / f"student{i:03d}" / lab
             folder.mkdir(parents=True)
             (folder / name).write_text(json.dumps(nb))
-        own, own_cpu = solution_seconds(solution, course / "solutions" / lab)
+        own, own_cpu = solution_seconds(solution, course / "solutions" / lab, solution_runs)
         load = os.getloadavg()[0]
         parent_cpu = time.process_time()  # the grader's parent is this process
         meter = CpuMeter()
@@ -194,14 +201,15 @@ def one(args: argparse.Namespace) -> None:
 
     from course_grading.course import find_root
 
-    row = bench(find_root(HERE), args.one, args.copies, args.jobs, args.timeout, args.memory)
+    row = bench(find_root(HERE), args.one, args.copies, args.jobs, args.timeout, args.memory, args.solution_runs)
     row["grader"] = str(Path(course_grading.__file__).parent)
     print(json.dumps(row), flush=True)
 
 
 def run(lab: str, grader: str | None, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--one", lab, "--copies", str(args.copies),
-           "--jobs", str(args.jobs), "--timeout", str(args.timeout), "--memory", str(args.memory)]
+           "--jobs", str(args.jobs), "--timeout", str(args.timeout), "--memory", str(args.memory),
+           "--solution-runs", str(args.solution_runs)]
     env = {k: v for k, v in os.environ.items() if k != "GRADING_BENCH_GRADER"}
     if grader:
         env["GRADING_BENCH_GRADER"] = grader
@@ -219,6 +227,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--memory", type=int, default=4096, help="MiB per kernel")
+    ap.add_argument("--solution-runs", type=int, default=3, help="runs of the solution alone per row (median)")
     ap.add_argument("--baseline", help="a folder holding another course_grading package, graded beside this one")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -248,7 +257,8 @@ def main() -> None:
                   "overhead in the worker s (median)", "of which the integrity check s", "CPU s per submission",
                   "solution CPU s", "CPU overhead s", "full marks", "held", "re-run of every cell"], rows)
     body += (f"\n\nSandboxed (unshare jail per kernel), integrity check and feedback included; solution time: the "
-             f"solved notebook up to its last test cell in a plain kernel with the grader's thread count; CPU: user + system time of every process "
+             f"solved notebook up to its last test cell in a plain kernel with the grader's thread count, the median of "
+             f"{args.solution_runs} runs per row; CPU: user + system time of every process "
              f"involved; load average: the 1-minute figure when each row started (from {min(loads):.1f} to "
              f"{max(loads):.1f}); {os.cpu_count()} CPU cores." +
              (" Baseline: the course_grading package of " + args.baseline + ", graded in the same run, "
