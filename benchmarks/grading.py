@@ -257,9 +257,9 @@ def main() -> None:
                   "overhead in the worker s (median)", "of which the integrity check s", "CPU s per submission",
                   "solution CPU s", "CPU overhead s", "full marks", "held", "re-run of every cell"], rows)
     body += (f"\n\nSandboxed (unshare jail per kernel), integrity check and feedback included; solution time: the "
-             f"solved notebook up to its last test cell in a plain kernel with the grader's thread count, the median of "
-             f"{args.solution_runs} runs per row; CPU: user + system time of every process "
-             f"involved; load average: the 1-minute figure when each row started (from {min(loads):.1f} to "
+             f"solved notebook up to its last test cell in a plain kernel with the grader's thread count, the "
+             f"median of {args.solution_runs} runs per row; CPU: user + system time of every process involved; "
+             f"load average: the 1-minute figure when each row started (from {min(loads):.1f} to "
              f"{max(loads):.1f}); {os.cpu_count()} CPU cores." +
              (" Baseline: the course_grading package of " + args.baseline + ", graded in the same run, "
               "alternating with this checkout." if args.baseline else ""))

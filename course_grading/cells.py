@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["MARKER_PAIRS", "MARKERS", "cell_source", "nbgrader_meta", "cell_kind", "strip_markers", "without_hidden_tests"]
+__all__ = ["MARKER_PAIRS", "MARKERS", "cell_source", "nbgrader_meta", "cell_kind", "strip_markers",
+           "without_hidden_tests"]
 
 #: The begin and end markers of the two kinds of secret block.
 MARKER_PAIRS: tuple[tuple[str, str], ...] = (("### BEGIN SOLUTION", "### END SOLUTION"),

@@ -147,9 +147,12 @@ def check_preload(nb, lab: str) -> list[str]:
     kinds = [_kind(c) for c in nb.cells]
     tests = [i for i, k in enumerate(kinds) if k == "test"]
     demos = set(DEMONSTRATIONS.get(lab, ()))
-    own = [{"cell_type": "code", "source": without_hidden_tests(cell_source(c)) if kinds[i] == "test" else c.source}
-           for i, c in enumerate(nb.cells[: max(tests, default=-1) + 1])
-           if kinds[i] == "test" or (kinds[i] == "locked" and c.metadata.get("nbgrader", {}).get("grade_id") not in demos)]
+    own = []
+    for i, c in enumerate(nb.cells[: max(tests, default=-1) + 1]):
+        if kinds[i] == "test":
+            own.append({"cell_type": "code", "source": without_hidden_tests(cell_source(c))})
+        elif kinds[i] == "locked" and c.metadata.get("nbgrader", {}).get("grade_id") not in demos:
+            own.append(c)
     modules = lab_imports([{"cells": own}])
     references = {target.partition(":")[0] for targets in DELEGATES.get(lab, {}).values() for target in targets}
     return modules + sorted(references - set(modules))
