@@ -137,6 +137,14 @@ def _kind(cell) -> str | None:
     return "test" if is_grade(cell) else "solution" if meta.get("solution") else "locked" if meta.get("locked") else ""
 
 
+def _demonstrations(nb, lab: str, kinds: list[str | None]) -> set[int]:
+    """The indices of the lab's demonstrations (:data:`DEMONSTRATIONS`): read-only cells that bind
+    nothing a later test or answer reads, which a re-run may leave out."""
+    names = set(DEMONSTRATIONS.get(lab, ()))
+    return {i for i, c in enumerate(nb.cells)
+            if kinds[i] == "locked" and c.metadata.get("nbgrader", {}).get("grade_id") in names}
+
+
 def check_preload(nb, lab: str) -> list[str]:
     """The modules the integrity check imports before any cell: those that the lab's own cells up to
     its last test import (read-only cells, its demonstrations (:data:`DEMONSTRATIONS`) left out, and
@@ -146,12 +154,12 @@ def check_preload(nb, lab: str) -> list[str]:
 
     kinds = [_kind(c) for c in nb.cells]
     tests = [i for i, k in enumerate(kinds) if k == "test"]
-    demos = set(DEMONSTRATIONS.get(lab, ()))
+    demos = _demonstrations(nb, lab, kinds)
     own = []
     for i, c in enumerate(nb.cells[: max(tests, default=-1) + 1]):
         if kinds[i] == "test":
             own.append({"cell_type": "code", "source": without_hidden_tests(cell_source(c))})
-        elif kinds[i] == "locked" and c.metadata.get("nbgrader", {}).get("grade_id") not in demos:
+        elif kinds[i] == "locked" and i not in demos:
             own.append(c)
     modules = lab_imports([{"cells": own}])
     references = {target.partition(":")[0] for targets in DELEGATES.get(lab, {}).values() for target in targets}
@@ -183,7 +191,8 @@ class SandboxedExecute(Execute):
       whole submission; ``report`` says what happened;
     * when a cell ignores the interrupt, the kernel is stopped and grading
       goes on in a fresh kernel from the next part (the earlier non-test
-      cells replayed first), so one stuck part costs only its own points;
+      cells replayed first, the lab's demonstrations left out), so one stuck
+      part costs only its own points;
     * the tests that passed are re-run without IPython
       (:mod:`course_grading.integrity`, in a process started beside the
       kernel, without the lab's demonstrations unless that disagrees): if one
@@ -295,7 +304,8 @@ class SandboxedExecute(Execute):
                 break
             out_of_time = time.monotonic() - self._started >= self.notebook_timeout
             self._stopped |= interrupted | {killed}
-            replay, position = resume_plan(kinds, killed, self._stopped)
+            # the fresh kernel replays the definitions, not the lab's demonstrations (no later cell needs them)
+            replay, position = resume_plan(kinds, killed, self._stopped | _demonstrations(nb, self.lab, kinds))
             where = self._where(nb.cells[killed])
             if out_of_time or len(self.report["restarted"]) >= self.max_restarts:
                 self.report["died"] = (f"timeout: '{where}' ran past {self.timeout} s and ignored the interrupt; "
@@ -335,8 +345,8 @@ class SandboxedExecute(Execute):
         cells = [Cell(i, kinds[i], to_python(c.source), c.metadata.get("nbgrader", {}).get("grade_id", ""))
                  for i, c in enumerate(nb.cells[: top + 1])
                  if c.cell_type == "code" and (kinds[i] != "test" or i in passed) and i not in stopped]
-        demos = set(DEMONSTRATIONS.get(self.lab, ()))
-        short = [c for c in cells if not (c.kind == "locked" and c.grade_id in demos)]
+        demos = _demonstrations(nb, self.lab, kinds)
+        short = [c for c in cells if c.index not in demos]
         harness, self._harness = self._harness, None
         if harness is None:  # forked now from the worker's warm process (waiting for it if it still imports)
             forks_warm(self._check_spec, wait=60)

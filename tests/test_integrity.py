@@ -381,3 +381,34 @@ def test_the_hidden_traceback_label_only_where_no_error_was_shown():
     assert [o.ename for o in shown.outputs] == ["AssertionError"]  # its own error, no grader label under it
     assert [o.ename for o in hidden.outputs] == ["GradingError"]
     assert ex.report["problems"] == ["test cell 't' did not run to its end (its error was hidden?)"]
+
+
+def test_a_fresh_kernel_replays_definitions_not_demonstrations(tmp_path):
+    """After a cell ignored the interrupt, the fresh kernel replays the earlier cells that define
+    something, but not the lab's demonstrations (lab 4's would retrain its model): the demonstration
+    ran once, and the next part is still graded."""
+    import nbformat
+
+    from course_grading.kernel import SandboxedExecute
+
+    def cell(source, gid, kind):
+        meta = {"nbgrader": {"grade_id": gid, "locked": kind != "solution", "solution": kind == "solution",
+                             "grade": kind == "test", "points": int(kind == "test"), "schema_version": 3}}
+        return nbformat.v4.new_code_cell(source, metadata=meta)
+
+    demo = "import os\nopen(os.path.join(os.getcwd(), 'demo_runs'), 'a').write('x')"
+    stuck = "import signal, time\ndef f():\n    signal.signal(signal.SIGINT, signal.SIG_IGN)\n    while True:\n" \
+            "        time.sleep(0.2)\n"
+    assert "gpt_from_blocks" in DEMONSTRATIONS["lab04_gpt"]
+    nb = nbformat.v4.new_notebook(cells=[
+        cell("y = 1", "imports", "locked"), cell(demo, "gpt_from_blocks", "locked"),
+        cell(stuck, "part1", "solution"), cell("f()", "test_1", "test"),
+        cell("def g():\n    return 2 * y", "part2", "solution"), cell("assert g() == 2", "test_2", "test")])
+    for sub in ("scratch", "control"):
+        (tmp_path / sub).mkdir()
+    ex = SandboxedExecute(sandbox=False, check=False, lab="lab04_gpt", timeout=3, interrupt_on_timeout=True,
+                          scratch=str(tmp_path / "scratch"), control=str(tmp_path / "control"))
+    nb, _ = ex.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+    assert ex.report["restarted"] == ["test_1"], ex.report
+    assert not [o for o in nb.cells[5].outputs if o.get("output_type") == "error"], nb.cells[5].outputs
+    assert (tmp_path / "scratch" / "work" / "demo_runs").read_text() == "x", "the demonstration was replayed"
