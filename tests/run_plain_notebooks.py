@@ -18,7 +18,10 @@ solution (``solutions/*/*.ipynb``) in it:
    network: the kernels run inside ``unshare --net`` (a namespace with only
    the loopback interface, which chapter 10 and lab 9 need) when this script
    runs as root and ``unshare`` and ``ip`` are available; otherwise the
-   output says the network was left on.
+   output says the network was left on. With ``--jobs N`` the kernels share the
+   cores: each gets ``cores / N`` BLAS and OpenMP threads, as a student's one
+   kernel gets them all (two kernels of two threads each on two cores spun
+   waiting for each other: chapters 3, 5 and 8 ran 4 to 8 times slower).
 
 It prints one line per notebook with its time, under a progress bar, and
 exits with 1 if any notebook fails, after printing the error of the failing
@@ -251,13 +254,16 @@ def main(argv: list[str] | None = None) -> int:
         env["HOME"] = str(work / "home")
         env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         env["PYTHONNOUSERSITE"] = "1"  # nothing from ~/.local, whatever HOME says
+        if args.jobs > 1:  # the kernels running at once share the cores
+            threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
+            env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads)
         (work / "home").mkdir()
         (work / "run").mkdir()
         check_venv(vpy, venv, work / "run", env)
         prefix, network = isolation()
         print(network, flush=True)
-        print(f"running {len(paths)} notebooks with {vpy}" + (f", {args.jobs} at a time" if args.jobs > 1 else ""),
-              flush=True)
+        print(f"running {len(paths)} notebooks with {vpy}" + (
+            f", {args.jobs} at a time, {env['OMP_NUM_THREADS']} thread(s) each" if args.jobs > 1 else ""), flush=True)
 
         def command(chunk: list[Path], workdir: Path) -> list[str]:
             workdir.mkdir(parents=True, exist_ok=True)
