@@ -335,7 +335,7 @@ class _Harness:
 
         self.spec, self.deadline, self.buffer = spec, deadline, b""
         work = os.path.join(spec.scratch, "work")
-        env = _program_env(spec)
+        env = _program_env(spec.env)
         self.evidence: list[str] = []
         self.zygote = None  # the warm process this one was forked from, if any
         self._ready = False
@@ -474,8 +474,9 @@ def _zygote_key(preload: list[str], env: dict[str, str]) -> tuple:
     return tuple(preload), tuple(sorted((k, v) for k, v in env.items() if k not in PER_CHECK))
 
 
-def _program_env(spec: CheckSpec) -> dict[str, str]:
-    return {**spec.env, "MPLBACKEND": "Agg"}
+def _program_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment of a check's program: the jail's, with matplotlib drawing off screen."""
+    return {**env, "MPLBACKEND": "Agg"}
 
 
 def forks_warm(spec: CheckSpec, wait: float = 0) -> bool:
@@ -484,21 +485,22 @@ def forks_warm(spec: CheckSpec, wait: float = 0) -> bool:
     so it need not be started ahead."""
     if not (spec.jail and spec.warm):
         return False
-    env = _program_env(spec)
+    env = _program_env(spec.env)
+    key = _zygote_key(spec.preload, env)
     _warm(spec.preload, env)
-    warm = _ZYGOTES.get(_zygote_key(spec.preload, env))
+    warm = _ZYGOTES.get(key)
     if warm and wait > 0:
         try:
             warm.ready(wait)
         except OSError:
             _discard(warm)
-    return bool(_ZYGOTES.get(_zygote_key(spec.preload, env)))
+    return bool(_ZYGOTES.get(key))
 
 
 def prewarm(preload: list[str], env: dict[str, str]) -> None:
-    """Start the warm process that checks with these ``preload`` modules and this environment (its
-    ``HOME`` aside) will fork from, without waiting for it (nothing happens where none can be used)."""
-    _warm(preload, env)
+    """Start the warm process that checks with these ``preload`` modules and this jail environment
+    (its ``HOME`` aside) will fork from, without waiting for it (nothing happens where none can be used)."""
+    _warm(preload, _program_env(env))
 
 
 def _discard(warm) -> None:

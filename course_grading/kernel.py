@@ -173,7 +173,7 @@ def prewarm_check(notebook: str | os.PathLike, lab: str, threads: int) -> None:
     import nbformat
 
     nb = nbformat.read(str(notebook), as_version=4)
-    prewarm(check_preload(nb, lab), {**_jail_env("/", threads), "MPLBACKEND": "Agg"})
+    prewarm(check_preload(nb, lab), _jail_env("/", threads))
 
 
 class SandboxedExecute(Execute):

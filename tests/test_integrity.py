@@ -171,7 +171,7 @@ def _warm_spec(tmp_path: Path, name: str, warm: bool) -> CheckSpec:
 
 def _ready_zygote(spec: CheckSpec):
     """The zygote the next warm check of ``spec`` forks from (started and waited for)."""
-    env = {**spec.env, "MPLBACKEND": "Agg"}
+    env = integrity._program_env(spec.env)
     integrity._warm(spec.preload, env)
     key = next(k for k in integrity._ZYGOTES if k[0] == tuple(spec.preload))
     assert integrity._ZYGOTES[key].ready(60), "the zygote did not start"
@@ -221,8 +221,8 @@ def test_the_worker_prewarms_the_zygote_that_its_checks_fork_from(lab, tmp_path)
     assert "torch" in preload and not any(m.startswith("course_grading") for m in preload), preload
     instrumented = {t.split(":")[0] for targets in integrity.DELEGATES[lab].values() for t in targets}
     assert instrumented <= set(preload), "the modules of the instrumented references are imported ahead too"
-    check_env = {**_jail_env(str(tmp_path / "job-check"), 1), "MPLBACKEND": "Agg"}
-    worker_env = {**_jail_env("/", 1), "MPLBACKEND": "Agg"}
+    check_env = integrity._program_env(_jail_env(str(tmp_path / "job-check"), 1))  # as SandboxedExecute's check
+    worker_env = integrity._program_env(_jail_env("/", 1))  # as prewarm_check
     assert integrity._zygote_key(preload, check_env) == integrity._zygote_key(preload, worker_env)
     assert integrity._zygote_key(preload, check_env) != integrity._zygote_key(preload, {**worker_env, "OMP_NUM_THREADS": "2"})
 
